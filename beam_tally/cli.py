@@ -1,0 +1,74 @@
+"""The ``beam-tally`` command: dispatches to a job; bad usage is one line and exit status 2.
+
+Exit status: 0 on success (dead letters included), 2 for a bad command line or an input that
+matches nothing, 1 for a failure of the run, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from beam_tally.errors import UsageError
+
+USAGE = """usage: beam-tally COMMAND [options]
+
+commands:
+  tally     --input GLOB --output DIR [--print_limit 20] [Beam options]
+  generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
+
+'beam-tally COMMAND --help' describes a command's options."""
+
+COMMANDS = ("tally", "generate")
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
+    if command == "tally":
+        from beam_tally import tally_pipeline
+
+        return tally_pipeline.run(argv)
+    from beam_tally import generate
+
+    return generate.run(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(
+            f"beam-tally: unknown command {command!r}; use one of {', '.join(COMMANDS)} "
+            "(beam-tally --help)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return _dispatch(command, rest)
+    except UsageError as err:
+        print(
+            f"beam-tally {command}: error: {err} (see 'beam-tally {command} --help')",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print(f"beam-tally {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if os.environ.get("BEAM_TALLY_DEBUG"):
+            raise
+        message = " ".join(str(err).split())[:500]
+        print(
+            f"beam-tally {command}: the run failed: {type(err).__name__}: {message} "
+            "(set BEAM_TALLY_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Errors the CLI turns into one-line messages (no Beam import, so the CLI starts quietly)."""
+
+
+class UsageError(Exception):
+    """A bad command line: the message says what to do."""

@@ -1,0 +1,91 @@
+"""Command-line options as Beam ``PipelineOptions``, and strict parsing with one-line errors.
+
+Beam adds every ``PipelineOptions`` subclass to one parser, so each flag is defined exactly once:
+``--input``/``--output`` in ``IOOptions``, job-specific flags in their job's class. Beam itself
+drops unknown flags with a warning; ``parse_pipeline_args`` rejects them instead, because a
+mistyped flag silently ignored is a wrong result.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
+
+from beam_tally.errors import UsageError
+
+DEFAULT_RUNNER = "DirectRunner"
+__all__ = ["IOOptions", "TallyOptions", "UsageError", "parse_pipeline_args"]
+
+
+class IOOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", help="Input files: a path or a glob (quote it).")
+        parser.add_argument("--output", help="Directory for the output files.")
+
+
+class TallyOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--print_limit",
+            type=int,
+            default=20,
+            help="Entries of each tally printed on the console (default 20).",
+        )
+
+
+class _StrictParser(_BeamArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _all_options_parser() -> _StrictParser:
+    parser = _StrictParser(allow_abbrev=False, add_help=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def parse_pipeline_args(argv: list[str], help_text: str) -> PipelineOptions:
+    """Parse ``argv`` into ``PipelineOptions``; unknown flags and stray words are usage errors.
+
+    ``--runner`` defaults to the DirectRunner (Beam's own default would try to download Prism).
+    """
+    if any(arg in ("-h", "--help") for arg in argv):
+        raise SystemExit(help_text)
+    _, unknown = _all_options_parser().parse_known_args(argv)
+    strays = [arg for arg in unknown if not arg.startswith("-")]
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if flags:
+        raise UsageError(f"unknown option {flags[0].split('=')[0]}")
+    if strays:
+        raise UsageError(
+            f"unexpected argument {strays[0]!r}: quote the --input glob so the shell does not "
+            "expand it"
+        )
+    options = PipelineOptions(argv)
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+    return options
+
+
+def require(value, flag: str, what: str):
+    if value is None or value == "":
+        raise UsageError(f"{flag} is required: {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value

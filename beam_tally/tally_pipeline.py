@@ -1,0 +1,124 @@
+"""The tally job: graph wiring (``build_tally_pipeline``) and the command (``run``).
+
+ReadLogFiles -> ParseLogDocuments -> TallyPerFile -> UpdateGlobalTally -> sinks:
+``tallies.jsonl``, ``global_tally.jsonl``, ``global_tally_final.json``, ``dead_letters.jsonl``
+under ``--output``, and the console.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_tally import console, metrics
+from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole, matching_files
+from beam_tally.options import IOOptions, TallyOptions, UsageError, parse_pipeline_args, require
+from beam_tally.records import (
+    dead_letter_json,
+    file_tally_json,
+    global_tally_json,
+)
+from transforms.tally import (
+    DEAD_LETTERS,
+    DOCUMENTS,
+    LOGS,
+    METRICS_NAMESPACE,
+    ParseLogDocuments,
+    TallyPerFile,
+    UpdateGlobalTally,
+    latest_global_tally,
+)
+
+HELP = """usage: beam-tally tally --input GLOB --output DIR [--print_limit N] [Beam options]
+
+Tallies logs per email in every logs_xx.json file matched by GLOB and keeps a global tally,
+printed after each file. Writes tallies.jsonl, global_tally.jsonl, global_tally_final.json and
+dead_letters.jsonl under DIR.
+
+  --input GLOB       files to read (quote the glob)
+  --output DIR       directory for the outputs (created if missing)
+  --print_limit N    entries of each tally printed on the console (default 20)
+  Beam options       e.g. --runner=DirectRunner (default), --direct_num_workers=2"""
+
+
+def _final_json(update) -> str:
+    Metrics.gauge(METRICS_NAMESPACE, "distinct_emails").set(
+        0 if update is None else len(update.tally)
+    )
+    return global_tally_json(update)
+
+
+def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:
+    """Wires the tally job into ``p``; returns its outputs by name for tests to assert on."""
+    io_opts = options.view_as(IOOptions)
+    tally_opts = options.view_as(TallyOptions)
+    output = io_opts.output
+
+    read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input)
+    parsed = read["files"] | "ParseLogDocuments" >> ParseLogDocuments()
+    tallies = (parsed[LOGS], parsed[DOCUMENTS]) | "TallyPerFile" >> TallyPerFile()
+    updates = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
+    final = updates | "LatestGlobalTally" >> beam.CombineGlobally(latest_global_tally)
+    dead_letters = (read[DEAD_LETTERS], parsed[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
+
+    if output:
+        tallies | "WriteTallies" >> WriteJsonLines(output, "tallies.jsonl", file_tally_json)
+        updates | "WriteGlobalTally" >> WriteJsonLines(
+            output, "global_tally.jsonl", global_tally_json
+        )
+        final | "WriteFinalTally" >> WriteJsonLines(output, "global_tally_final.json", _final_json)
+        dead_letters | "WriteDeadLetters" >> WriteJsonLines(
+            output, "dead_letters.jsonl", dead_letter_json
+        )
+    updates | "PrintUpdates" >> WriteToConsole(
+        partial(console.format_update, limit=tally_opts.print_limit)
+    )
+    return {
+        "tallies": tallies,
+        "global_tally": updates,
+        "final": final,
+        "dead_letters": dead_letters,
+        "logs": parsed[LOGS],
+    }
+
+
+def validate(options) -> None:
+    io_opts = options.view_as(IOOptions)
+    require(io_opts.input, "--input", "the log files to tally, e.g. --input 'logs/*.json'")
+    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
+    if options.view_as(TallyOptions).print_limit < 0:
+        raise UsageError("--print_limit must be 0 or more")
+    if not matching_files(io_opts.input):
+        raise UsageError(
+            f"--input {io_opts.input!r} matches no file: check the path, or generate samples "
+            "with 'beam-tally generate tally --out DIR'"
+        )
+    if os.path.exists(io_opts.output) and not os.path.isdir(io_opts.output):
+        raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
+
+
+def run(argv: list[str]) -> int:
+    options = parse_pipeline_args(argv, HELP)
+    validate(options)
+    output = options.view_as(IOOptions).output
+    os.makedirs(output, exist_ok=True)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        build_tally_pipeline(p, options)
+    result = p.result
+    seconds = time.perf_counter() - started
+    counters = metrics.counters(result, METRICS_NAMESPACE)
+    print(
+        console.format_tally_summary(
+            counters,
+            metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE),
+            seconds,
+            metrics.gauge(result, METRICS_NAMESPACE, "distinct_emails"),
+            output,
+        )
+    )
+    return 0

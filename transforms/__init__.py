@@ -1,0 +1,1 @@
+"""Reusable PTransforms, DoFns and CombineFns, and the pure helpers they use."""

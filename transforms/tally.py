@@ -1,0 +1,199 @@
+"""The tally job's transforms: parse documents, tally per file, apply tallies to a global tally.
+
+``ParseLogDocuments``: ``SourceFile`` -> ``LogEntry`` (one per valid log), the source of every
+parsed document, and ``DeadLetter``.
+``TallyPerFile``: (``LogEntry``, document sources) -> ``FileTally``, one per document, even when it
+has no valid logs.
+``UpdateGlobalTally``: ``FileTally`` -> ``GlobalTally``, one per tally message applied, in batch
+and streaming alike (a keyed stateful DoFn; a global-window CombineGlobally would fire only once
+in batch).
+"""
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Iterator  # noqa: UP035 (Beam's batch inference needs typing.Iterator)
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from beam_tally.records import (
+    DeadLetter,
+    FileTally,
+    GlobalTally,
+    LogEntry,
+    SourceFile,
+    sorted_tally,
+)
+from transforms.log_batch import LogBatch
+from transforms.parse_logs import parse_log_document, reason_code
+
+METRICS_NAMESPACE = "beam_tally"
+DEAD_LETTER_NAMESPACE = "beam_tally.dead_letters"
+
+LOGS = "logs"
+DOCUMENTS = "documents"
+DEAD_LETTERS = "dead_letters"
+
+
+def count_dead_letter(dead: DeadLetter) -> None:
+    """Count a dead letter in Beam metrics, in total and by reason code."""
+    Metrics.counter(METRICS_NAMESPACE, "dead_letters").inc()
+    Metrics.counter(DEAD_LETTER_NAMESPACE, reason_code(dead.reason)).inc()
+
+
+class ParseLogDocumentFn(beam.DoFn):
+    """Parses one ``SourceFile`` into one ``LogBatch`` (its valid logs, as columns), its source
+    (tag ``documents``) and its dead letters (tag ``dead_letters``)."""
+
+    def __init__(self) -> None:
+        self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
+        self.logs = Metrics.counter(METRICS_NAMESPACE, "logs")
+
+    def process(self, doc: SourceFile):
+        batch, dead_letters = parse_log_document(doc.source, doc.content)
+        self.documents.inc()
+        self.logs.inc(len(batch.emails))
+        for dead in dead_letters:
+            count_dead_letter(dead)
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+        yield pvalue.TaggedOutput(DOCUMENTS, doc.source)
+        if batch.emails:
+            yield batch
+
+
+class EmitLogBatchFn(beam.DoFn):
+    """Re-emits parsed ``LogBatch``es as a batched ``PCollection[LogEntry]``.
+
+    Batch-aware consumers (``TallyPerFile``) receive the columns as they are; element-wise
+    consumers receive one ``LogEntry`` per log. (A batch-producing DoFn cannot also emit
+    element-wise tagged outputs, hence this separate step; both fuse into one stage.)
+    """
+
+    def infer_output_type(self, input_type):
+        return LogEntry
+
+    @beam.DoFn.yields_batches
+    def process(self, batch: LogBatch) -> Iterator[LogBatch]:
+        yield batch
+
+
+class ParseLogDocuments(beam.PTransform):
+    """``PCollection[SourceFile]`` -> outputs ``logs`` (``LogEntry``), ``documents`` (the source
+    path of every parsed document) and ``dead_letters`` (``DeadLetter``)."""
+
+    def expand(self, docs):
+        parsed = docs | "Parse" >> beam.ParDo(ParseLogDocumentFn()).with_outputs(
+            DOCUMENTS, DEAD_LETTERS, main="batches"
+        )
+        logs = parsed.batches | "AsLogEntries" >> beam.ParDo(EmitLogBatchFn())
+        return {
+            LOGS: logs,
+            DOCUMENTS: parsed[DOCUMENTS],
+            DEAD_LETTERS: parsed[DEAD_LETTERS],
+        }
+
+
+class CountEmailsFn(beam.DoFn):
+    """Counts a batch of logs per (source, email): one partial tally per source in the batch."""
+
+    @beam.DoFn.yields_elements
+    def process_batch(self, batch: LogBatch) -> Iterator[tuple[str, dict[str, int]]]:
+        source = batch.single_source()
+        if source is not None:
+            yield source, Counter(batch.emails)
+            return
+        partials: dict[str, Counter] = {}
+        for src, email in zip(batch.sources, batch.emails, strict=True):
+            partials.setdefault(src, Counter())[email] += 1
+        yield from partials.items()
+
+
+class SumCountsCombineFn(beam.CombineFn):
+    """Sums partial ``{email: count}`` mappings; the accumulator is one dict per distinct email.
+
+    The output is the tally sorted by total descending, then email.
+    """
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, accumulator: dict[str, int], counts: Mapping[str, int]) -> dict[str, int]:
+        get = accumulator.get
+        for email, count in counts.items():
+            accumulator[email] = get(email, 0) + count
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] | None = None
+        for accumulator in accumulators:
+            if merged is None:
+                merged = accumulator
+            else:
+                self.add_input(merged, accumulator)
+        return {} if merged is None else merged
+
+    def compact(self, accumulator: dict[str, int]) -> dict[str, int]:
+        return accumulator
+
+    def extract_output(self, accumulator: dict[str, int]):
+        return sorted_tally(accumulator)
+
+
+class TallyPerFile(beam.PTransform):
+    """``(PCollection[LogEntry], PCollection[str] of document sources)`` -> ``FileTally``.
+
+    One tally message per document source, including documents without valid logs. Logs are
+    counted per batch in the fused stage and the partial counts combined per file, so only small
+    per-file accumulators cross the shuffle.
+    """
+
+    def expand(self, pcolls):
+        logs, documents = pcolls
+        partials = logs | "CountEmails" >> beam.ParDo(CountEmailsFn())
+        empties = documents | "EveryDocument" >> beam.Map(lambda source: (source, {}))
+        return (
+            (partials, empties)
+            | "Merge" >> beam.Flatten()
+            | "SumPerFile" >> beam.CombinePerKey(SumCountsCombineFn())
+            | "ToFileTally" >> beam.MapTuple(FileTally).with_output_types(FileTally)
+        )
+
+
+class ApplyTallyFn(beam.DoFn):
+    """Keyed stateful consumer: applies each tally message to the global tally and emits it."""
+
+    TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
+
+    def __init__(self) -> None:
+        self.applied = Metrics.counter(METRICS_NAMESPACE, "tally_messages")
+
+    def process(self, keyed: tuple[str, FileTally], totals=beam.DoFn.StateParam(TOTALS)):
+        _, message = keyed
+        files, counts = totals.read() or (0, {})
+        get = counts.get
+        for entry in message.tally:
+            counts[entry.email] = get(entry.email, 0) + entry.total
+        files += 1
+        totals.write((files, counts))
+        self.applied.inc()
+        yield GlobalTally(files, message.source, sorted_tally(counts), message.tally)
+
+
+class UpdateGlobalTally(beam.PTransform):
+    """``PCollection[FileTally]`` -> ``PCollection[GlobalTally]``, one per message applied."""
+
+    def expand(self, tallies):
+        return (
+            tallies
+            | "KeyGlobally"
+            >> beam.Map(lambda t: ("global", t)).with_output_types(tuple[str, FileTally])
+            | "Apply" >> beam.ParDo(ApplyTallyFn()).with_output_types(GlobalTally)
+        )
+
+
+def latest_global_tally(updates: Iterable[GlobalTally]) -> GlobalTally | None:
+    """The update that applied the most messages: the final global tally."""
+    return max(updates, key=lambda update: update.files, default=None)
