@@ -1,14 +1,14 @@
 """The typed messages that flow between stages, and their JSON form in the output contract.
 
 Every record is a ``typing.NamedTuple`` registered with Beam's ``RowCoder``, so keys and values
-have deterministic, compact coders on every runner. The ``*_json`` helpers are pure and produce
-exactly the lines DESIGN.md specifies.
+have deterministic, compact coders on every runner. Fields use ``typing.Optional``: Beam's
+schema inference does not read ``X | None`` and would fall back to pickled, non-deterministic
+fields. Sequences are lists, as ``RowCoder`` decodes them. The ``*_json`` helpers are pure and
+produce exactly the lines DESIGN.md specifies.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import orjson
@@ -30,8 +30,8 @@ class LogEntry(NamedTuple):
     source: str
     index: int
     email: str
-    id: str | None
-    message: str | None
+    id: Optional[str]
+    message: Optional[str]
 
 
 class TallyEntry(NamedTuple):
@@ -63,7 +63,7 @@ class DeadLetter(NamedTuple):
     """Input that could not be used: where it came from and why."""
 
     source: str
-    where: int | None
+    where: Optional[int]
     reason: str
     raw: str
 
@@ -72,12 +72,12 @@ for _record in (SourceFile, LogEntry, TallyEntry, FileTally, GlobalTally, DeadLe
     beam.coders.registry.register_coder(_record, beam.coders.RowCoder)
 
 
-def sorted_tally(counts: dict[str, int]) -> tuple[TallyEntry, ...]:
-    """Entries sorted by total descending, then email ascending."""
-    return tuple(
+def sorted_tally(counts: dict[str, int]) -> list[TallyEntry]:
+    """Entries sorted by total descending, then email ascending (a list, as RowCoder decodes)."""
+    return [
         TallyEntry(email, total)
         for email, total in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    )
+    ]
 
 
 def _entries(tally: Sequence[TallyEntry]) -> list[dict]:

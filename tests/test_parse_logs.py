@@ -1,0 +1,118 @@
+"""parse_log_document: pure, no pipeline."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from transforms import parse_logs
+from transforms.parse_logs import parse_log_document, reason_code
+
+
+def doc(*logs) -> bytes:
+    return orjson.dumps({"logs": list(logs)})
+
+
+def test_valid_document_becomes_columns():
+    batch, dead = parse_log_document(
+        "f.json",
+        doc(
+            {"id": "1", "email": "a@x.com", "message": "ok"},
+            {"id": "2", "email": "b@x.com", "message": "failed"},
+            {"id": "3", "email": "a@x.com"},
+        ),
+    )
+    assert dead == []
+    assert list(batch.sources) == ["f.json"] * 3
+    assert list(batch.indexes) == [0, 1, 2]
+    assert list(batch.emails) == ["a@x.com", "b@x.com", "a@x.com"]
+    assert list(batch.ids) == ["1", "2", "3"]
+    assert list(batch.messages) == ["ok", "failed", None]
+    assert batch.single_source() == "f.json"
+
+
+def test_non_string_id_and_message_are_kept_as_json_text():
+    batch, dead = parse_log_document("f", doc({"id": 7, "email": "a@x", "message": ["m"]}))
+    assert dead == []
+    assert list(batch.ids) == ["7"]
+    assert list(batch.messages) == ['["m"]']
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b'{"logs": [', parse_logs.MALFORMED_JSON),
+        (b"", parse_logs.MALFORMED_JSON),
+        (b'{"logs": ["caf\xe9"]}', parse_logs.UNDECODABLE),
+        (b'{"log": []}', parse_logs.NO_LOGS_LIST),
+        (b"[]", parse_logs.NO_LOGS_LIST),
+        (b'{"logs": {"email": "a@x"}}', parse_logs.NO_LOGS_LIST),
+        (b'"just a string"', parse_logs.NO_LOGS_LIST),
+    ],
+)
+def test_bad_document_is_one_dead_letter(content, code):
+    batch, dead = parse_log_document("bad.json", content)
+    assert len(batch.emails) == 0
+    assert len(dead) == 1
+    assert dead[0].source == "bad.json"
+    assert dead[0].where is None
+    assert reason_code(dead[0].reason) == code
+
+
+@pytest.mark.parametrize(
+    ("log", "code"),
+    [
+        ("not a log", parse_logs.NOT_AN_OBJECT),
+        (42, parse_logs.NOT_AN_OBJECT),
+        (None, parse_logs.NOT_AN_OBJECT),
+        (["a@x"], parse_logs.NOT_AN_OBJECT),
+        ({"id": "1", "message": "m"}, parse_logs.MISSING_EMAIL),
+        ({"email": None}, parse_logs.EMAIL_NOT_STRING),
+        ({"email": 3}, parse_logs.EMAIL_NOT_STRING),
+        ({"email": ["a@x"]}, parse_logs.EMAIL_NOT_STRING),
+    ],
+)
+def test_bad_log_is_one_dead_letter_with_its_index(log, code):
+    batch, dead = parse_log_document("f", doc({"email": "ok@x"}, log, {"email": "ok2@x"}))
+    assert list(batch.emails) == ["ok@x", "ok2@x"]
+    assert list(batch.indexes) == [0, 2]
+    assert [(d.source, d.where, reason_code(d.reason)) for d in dead] == [("f", 1, code)]
+    assert dead[0].raw == orjson.dumps(log).decode()
+
+
+def test_undecodable_bytes_reports_the_offset():
+    _, dead = parse_log_document("f", b'{"logs": [{"email": "\xff"}]}')
+    assert dead[0].reason == "undecodable bytes: invalid UTF-8 at byte 21"
+
+
+def test_raw_excerpt_is_bounded():
+    _, dead = parse_log_document("f", b"{" + b"x" * 10_000)
+    assert len(dead[0].raw) <= 203
+
+
+logs_strategy = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"email": st.text(max_size=8)}),
+        st.fixed_dictionaries(
+            {"email": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.booleans())}
+        ),
+        st.fixed_dictionaries({"id": st.text(max_size=3)}),
+        st.integers(-(2**63), 2**63 - 1),
+        st.text(max_size=3),
+    ),
+    max_size=30,
+)
+
+
+@given(logs_strategy)
+def test_every_log_is_either_kept_or_one_dead_letter(logs):
+    batch, dead = parse_log_document("f", doc(*logs))
+    expected = [
+        (i, log["email"])
+        for i, log in enumerate(logs)
+        if isinstance(log, dict) and isinstance(log.get("email"), str)
+    ]
+    assert list(zip(batch.indexes, batch.emails, strict=True)) == expected
+    assert sorted(d.where for d in dead) == sorted(set(range(len(logs))) - {i for i, _ in expected})

@@ -1,0 +1,87 @@
+"""Records, their coders and their JSON form; the columnar LogBatch converter."""
+
+from __future__ import annotations
+
+import orjson
+from apache_beam.coders import registry
+
+from beam_tally.records import (
+    DeadLetter,
+    FileTally,
+    GlobalTally,
+    LogEntry,
+    TallyEntry,
+    dead_letter_json,
+    file_tally_json,
+    global_tally_json,
+    sorted_tally,
+    truncate_raw,
+)
+from transforms.log_batch import LogBatch, LogBatchConverter
+
+
+def test_sorted_tally_orders_by_total_then_email():
+    assert sorted_tally({"b@x": 2, "a@x": 2, "c@x": 5, "d@x": 1}) == [
+        TallyEntry("c@x", 5),
+        TallyEntry("a@x", 2),
+        TallyEntry("b@x", 2),
+        TallyEntry("d@x", 1),
+    ]
+    assert sorted_tally({}) == []
+
+
+def test_json_lines_follow_the_contract():
+    tally = (TallyEntry("first.user@domain.com", 2), TallyEntry("another.user@example.com", 1))
+    assert orjson.loads(file_tally_json(FileTally("logs_01.json", tally))) == {
+        "tally": [
+            {"email": "first.user@domain.com", "total": 2},
+            {"email": "another.user@example.com", "total": 1},
+        ],
+        "source": "logs_01.json",
+    }
+    assert orjson.loads(global_tally_json(GlobalTally(3, "logs_02.json", tally, ()))) == {
+        "global_tally": [
+            {"email": "first.user@domain.com", "total": 2},
+            {"email": "another.user@example.com", "total": 1},
+        ],
+        "files": 3,
+        "after": "logs_02.json",
+    }
+    assert orjson.loads(global_tally_json(None)) == {"global_tally": [], "files": 0, "after": None}
+    assert orjson.loads(dead_letter_json(DeadLetter("f", 3, "missing email", "{}"))) == {
+        "source": "f",
+        "where": 3,
+        "reason": "missing email",
+        "raw": "{}",
+    }
+
+
+def test_truncate_raw_bounds_and_escapes_bytes():
+    assert truncate_raw("x" * 500).endswith("...")
+    assert len(truncate_raw("x" * 500)) == 203
+    assert truncate_raw(b"ab\xffcd") == "ab\\xffcd"
+
+
+def test_records_have_deterministic_row_coders():
+    entry = LogEntry("f", 1, "zoë@exämple.de", None, "m")
+    tally = FileTally("f", [TallyEntry("a", 2), TallyEntry("b", 1)])
+    for value in (entry, tally, DeadLetter("f", None, "r", "raw")):
+        coder = registry.get_coder(type(value))
+        assert coder.is_deterministic()
+        assert coder.decode(coder.encode(value)) == value
+
+
+def test_log_batch_converter_round_trips_elements():
+    converter = LogBatchConverter()
+    entries = [LogEntry("a", 0, "x@y", "1", "m"), LogEntry("b", 4, "z@y", None, None)]
+    batch = converter.produce_batch(entries)
+    assert converter.get_length(batch) == 2
+    assert list(converter.explode_batch(batch)) == entries
+    assert batch.single_source() is None
+    combined = converter.combine_batches([batch, converter.produce_batch(entries[:1])])
+    assert list(converter.explode_batch(combined)) == [*entries, entries[0]]
+    empty = converter.produce_batch([])
+    assert converter.get_length(empty) == 0
+    assert empty.single_source() is None
+    same = LogBatch(["a", "a"], [0, 1], ["x", "y"], [None, None], [None, None])
+    assert same.single_source() == "a"
