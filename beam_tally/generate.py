@@ -151,6 +151,7 @@ def generate_tally(
     for number in range(total):
         path = os.path.join(out, f"logs_{number:0{width}d}.json")
         logs: list[object] = []
+        bad_here = 0
         if number < files + bad_files:
             for email in rng.choices(pool, cum_weights=cum_weights, k=logs_per_file):
                 log = {
@@ -160,7 +161,7 @@ def generate_tally(
                 }
                 if bad_fraction and rng.random() < bad_fraction:
                     logs.append(_bad_log(rng, log))
-                    written["bad_logs"] += 1
+                    bad_here += 1
                 else:
                     logs.append(log)
         content = orjson.dumps({"logs": logs}, option=orjson.OPT_INDENT_2)
@@ -170,7 +171,8 @@ def generate_tally(
         elif number >= files + bad_files:
             written["empty_files"] += 1
         else:
-            written["logs"] += len(logs)
+            written["logs"] += len(logs) - bad_here
+            written["bad_logs"] += bad_here
         with open(path, "wb") as handle:
             handle.write(content)
         written["files"] += 1
@@ -224,8 +226,8 @@ def run(argv: list[str]) -> int:
         seed=args.seed,
     )
     print(
-        f"wrote {written['files']:,} files to {args.out}: {written['logs']:,} logs in good "
-        f"files, {written['bad_logs']:,} bad logs, {written['bad_files']:,} bad files, "
+        f"wrote {written['files']:,} files to {args.out}: {written['logs']:,} valid logs and "
+        f"{written['bad_logs']:,} bad logs in good files, {written['bad_files']:,} bad files, "
         f"{written['empty_files']:,} empty files"
     )
     return 0

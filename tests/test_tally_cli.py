@@ -231,3 +231,21 @@ def test_generator_is_deterministic(tmp_path):
         other = path.replace(f"{os.sep}a{os.sep}", f"{os.sep}b{os.sep}")
         with open(path, "rb") as left, open(other, "rb") as right:
             assert left.read() == right.read()
+
+
+def test_generator_counts_what_it_wrote(tmp_path):
+    written = generate_tally(
+        str(tmp_path),
+        files=3,
+        logs_per_file=200,
+        emails=9,
+        bad_fraction=0.05,
+        bad_files=4,
+        empty_files=2,
+        seed=9,
+    )
+    per_file, bad = independent_tally(str(tmp_path / "*.json"))
+    assert written["files"] == len(per_file) == 9
+    assert written["logs"] == sum(sum(c.values()) for c in per_file.values())
+    assert written["bad_logs"] + written["bad_files"] == bad
+    assert written["bad_logs"] > 0
