@@ -1,14 +1,15 @@
 """Sources and sinks: the only code that touches files and the terminal.
 
 ``ReadLogFiles`` is the tally job's producer stage (match and read each file). ``WriteJsonLines``
-writes one JSON line per element to a file under the output directory. ``WriteToConsole``
+writes several line-per-element files under the output directory in one sink. ``WriteToConsole``
 prints formatted elements on stdout.
 """
 
 from __future__ import annotations
 
-import os
+import shutil
 import sys
+import uuid
 from collections.abc import Callable
 
 import apache_beam as beam
@@ -17,11 +18,13 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from beam_tally.records import DeadLetter, SourceFile
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
 UNREADABLE = "unreadable file"
+_COPY_CHUNK = 1 << 20
 
 
 def matching_files(pattern: str) -> list[str]:
@@ -72,20 +75,92 @@ class ReadLogFiles(beam.PTransform):
         )
 
 
-class WriteJsonLines(beam.PTransform):
-    """Writes each element as one line, ``to_json(element)``, to ``directory/name``."""
+class _WritePartsFn(beam.DoFn):
+    """Streams each bundle's ``(name, line)`` pairs into one temporary part file per name and
+    emits ``(name, part_path)`` for the parts it completed."""
 
-    def __init__(self, directory: str, name: str, to_json: Callable[[object], str]) -> None:
-        super().__init__()
-        self.path = os.path.join(directory, name)
-        self.to_json = to_json
+    def __init__(self, temp_dir: str) -> None:
+        self.temp_dir = temp_dir
 
-    def expand(self, pcoll):
-        return (
-            pcoll
-            | "ToJson" >> beam.Map(self.to_json)
-            | "Write" >> beam.io.WriteToText(self.path, shard_name_template="", num_shards=1)
+    def start_bundle(self):
+        self.parts: dict[str, tuple[str, object]] = {}
+
+    def process(self, keyed: tuple[str, str]):
+        name, line = keyed
+        part = self.parts.get(name)
+        if part is None:
+            path = FileSystems.join(self.temp_dir, f"{name}.{uuid.uuid4().hex}.part")
+            part = self.parts[name] = (path, FileSystems.create(path))
+        part[1].write(line.encode("utf-8") + b"\n")
+
+    def finish_bundle(self):
+        for name, (path, handle) in self.parts.items():
+            handle.close()
+            yield GlobalWindows.windowed_value((name, path))
+        self.parts = {}
+
+
+class _ConcatenatePartsFn(beam.DoFn):
+    """Writes every expected file from its parts, in part order, then removes the parts.
+
+    Idempotent: a retry rewrites the same files from the same parts.
+    """
+
+    def __init__(self, directory: str, names: list[str], temp_dir: str) -> None:
+        self.directory = directory
+        self.names = names
+        self.temp_dir = temp_dir
+
+    def process(self, parts: list[tuple[str, str]]):
+        by_name: dict[str, list[str]] = {name: [] for name in self.names}
+        for name, path in parts:
+            by_name[name].append(path)
+        for name, paths in by_name.items():
+            final = FileSystems.join(self.directory, name)
+            with FileSystems.create(final) as out:
+                for path in sorted(paths):
+                    with FileSystems.open(path) as part:
+                        shutil.copyfileobj(part, out, _COPY_CHUNK)
+            yield final
+        leftovers = [
+            m.path for r in FileSystems.match([self.temp_dir + "/*"]) for m in r.metadata_list
+        ]
+        FileSystems.delete(
+            [*leftovers, self.temp_dir] if FileSystems.exists(self.temp_dir) else leftovers
         )
+
+
+class WriteJsonLines(beam.PTransform):
+    """``{file name: PCollection[str]}`` -> one file per name under ``directory``, one line per
+    element (the file exists, empty, when its PCollection is).
+
+    Each bundle streams its lines into temporary part files and a final step concatenates them,
+    so memory stays flat however large an output grows. (``WriteToText(num_shards=1)`` would
+    group every line under one key first, and its expansion is ~17 transforms per file.)
+    """
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+        self.temp_dir = FileSystems.join(directory, f".beam-tally-tmp-{uuid.uuid4().hex[:12]}")
+
+    def expand(self, named_lines):
+        keyed = [
+            lines | f"Key{_label(name)}" >> beam.Map(lambda line, name=name: (name, line))
+            for name, lines in named_lines.items()
+        ]
+        return (
+            keyed
+            | "AllLines" >> beam.Flatten()
+            | "WriteParts" >> beam.ParDo(_WritePartsFn(self.temp_dir))
+            | "ListParts" >> beam.combiners.ToList()
+            | "Concatenate"
+            >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named_lines), self.temp_dir))
+        )
+
+
+def _label(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace(".", "_").split("_"))
 
 
 class _PrintFn(beam.DoFn):

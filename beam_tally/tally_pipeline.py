@@ -66,14 +66,12 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     dead_letters = (read[DEAD_LETTERS], parsed[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
 
     if output:
-        tallies | "WriteTallies" >> WriteJsonLines(output, "tallies.jsonl", file_tally_json)
-        updates | "WriteGlobalTally" >> WriteJsonLines(
-            output, "global_tally.jsonl", global_tally_json
-        )
-        final | "WriteFinalTally" >> WriteJsonLines(output, "global_tally_final.json", _final_json)
-        dead_letters | "WriteDeadLetters" >> WriteJsonLines(
-            output, "dead_letters.jsonl", dead_letter_json
-        )
+        {
+            "tallies.jsonl": tallies | "TalliesToJson" >> beam.Map(file_tally_json),
+            "global_tally.jsonl": updates | "UpdatesToJson" >> beam.Map(global_tally_json),
+            "global_tally_final.json": final | "FinalToJson" >> beam.Map(_final_json),
+            "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
+        } | "WriteOutputs" >> WriteJsonLines(output)
     updates | "PrintUpdates" >> WriteToConsole(
         partial(console.format_update, limit=tally_opts.print_limit)
     )

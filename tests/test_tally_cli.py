@@ -86,9 +86,16 @@ def run_result(sample, tmp_path_factory):
 
 
 def test_exit_status_and_clean_stderr(run_result):
-    _, _, result = run_result
+    _, out, result = run_result
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+    # Exactly the contract's files: the sink's temporary parts are gone.
+    assert sorted(os.listdir(out)) == [
+        "dead_letters.jsonl",
+        "global_tally.jsonl",
+        "global_tally_final.json",
+        "tallies.jsonl",
+    ]
 
 
 def test_every_file_tally_equals_an_independent_count(run_result):

@@ -7,6 +7,7 @@ A document is ``{"logs": [{"id", "email", "message"}, ...]}``. A log needs an ``
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -21,6 +22,10 @@ NO_LOGS_LIST = "no 'logs' list"
 NOT_AN_OBJECT = "log is not an object"
 MISSING_EMAIL = "missing email"
 EMAIL_NOT_STRING = "email is not a string"
+
+
+_NOT_AN_OBJECT = object()
+_TEXT_OR_NONE = {str, type(None)}
 
 
 def reason_code(reason: str) -> str:
@@ -61,44 +66,36 @@ def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[Dead
         dead = DeadLetter(source, None, f"{NO_LOGS_LIST}: document has no 'logs' list", _raw(doc))
         return LogBatch([], [], [], [], []), [dead]
 
-    # Fast path: every log is an object with a string email (the common case, checked in C).
-    try:
-        emails = [log["email"] for log in logs]
-        valid = set(map(type, emails)) <= {str}
-    except (KeyError, TypeError):
-        valid = False
-    if valid:
-        ids = [log.get("id") for log in logs]
-        messages = [log.get("message") for log in logs]
-        if not set(map(type, ids)) <= {str, type(None)}:
-            ids = [_optional_text(value) for value in ids]
-        if not set(map(type, messages)) <= {str, type(None)}:
-            messages = [_optional_text(value) for value in messages]
-        return LogBatch([source] * len(logs), range(len(logs)), emails, ids, messages), []
-    return _parse_slowly(source, logs)
-
-
-def _parse_slowly(source: str, logs: list) -> tuple[LogBatch, list[DeadLetter]]:
-    indexes: list[int] = []
-    emails: list[str] = []
-    ids: list[str | None] = []
-    messages: list[str | None] = []
-    dead: list[DeadLetter] = []
-    for index, log in enumerate(logs):
-        if type(log) is not dict:
-            reason = f"{NOT_AN_OBJECT}: got {type(log).__name__}"
-            dead.append(DeadLetter(source, index, reason, _raw(log)))
-            continue
-        email = log.get("email")
-        if type(email) is not str:
-            if "email" not in log:
-                reason = f"{MISSING_EMAIL}: log has no 'email' field"
-            else:
-                reason = f"{EMAIL_NOT_STRING}: got {type(email).__name__}"
-            dead.append(DeadLetter(source, index, reason, _raw(log)))
-            continue
-        indexes.append(index)
-        emails.append(email)
-        ids.append(_optional_text(log.get("id")))
-        messages.append(_optional_text(log.get("message")))
+    # Whole-column operations run in C; Python-level work happens only at bad positions.
+    if set(map(type, logs)) <= {dict}:
+        emails = list(map(dict.get, logs, repeat("email")))
+    else:
+        emails = [log.get("email") if type(log) is dict else _NOT_AN_OBJECT for log in logs]
+    if set(map(type, emails)) <= {str}:
+        valid, indexes, dead = logs, range(len(logs)), []
+    else:
+        good = [i for i, email in enumerate(emails) if type(email) is str]
+        dead = _dead_letters(source, logs, emails, good)
+        valid, indexes = list(map(logs.__getitem__, good)), good
+        emails = list(map(emails.__getitem__, good))
+    ids = list(map(dict.get, valid, repeat("id")))
+    messages = list(map(dict.get, valid, repeat("message")))
+    if not set(map(type, ids)) <= _TEXT_OR_NONE:
+        ids = [_optional_text(value) for value in ids]
+    if not set(map(type, messages)) <= _TEXT_OR_NONE:
+        messages = [_optional_text(value) for value in messages]
     return LogBatch([source] * len(emails), indexes, emails, ids, messages), dead
+
+
+def _dead_letters(source: str, logs: list, emails: list, good: list[int]) -> list[DeadLetter]:
+    dead = []
+    for index in sorted(set(range(len(logs))).difference(good)):
+        log = logs[index]
+        if emails[index] is _NOT_AN_OBJECT:
+            reason = f"{NOT_AN_OBJECT}: got {type(log).__name__}"
+        elif "email" not in log:
+            reason = f"{MISSING_EMAIL}: log has no 'email' field"
+        else:
+            reason = f"{EMAIL_NOT_STRING}: got {type(log['email']).__name__}"
+        dead.append(DeadLetter(source, index, reason, _raw(log)))
+    return dead
