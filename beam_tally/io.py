@@ -76,28 +76,27 @@ class ReadLogFiles(beam.PTransform):
 
 
 class _WritePartsFn(beam.DoFn):
-    """Streams each bundle's ``(name, line)`` pairs into one temporary part file per name and
-    emits ``(name, part_path)`` for the parts it completed."""
+    """Streams a bundle's lines into one temporary part file; emits ``(name, part_path)``."""
 
-    def __init__(self, temp_dir: str) -> None:
+    def __init__(self, temp_dir: str, name: str) -> None:
         self.temp_dir = temp_dir
+        self.name = name
 
     def start_bundle(self):
-        self.parts: dict[str, tuple[str, object]] = {}
+        self.path = None
+        self.handle = None
 
-    def process(self, keyed: tuple[str, str]):
-        name, line = keyed
-        part = self.parts.get(name)
-        if part is None:
-            path = FileSystems.join(self.temp_dir, f"{name}.{uuid.uuid4().hex}.part")
-            part = self.parts[name] = (path, FileSystems.create(path))
-        part[1].write(line.encode("utf-8") + b"\n")
+    def process(self, line: str):
+        if self.handle is None:
+            self.path = FileSystems.join(self.temp_dir, f"{self.name}.{uuid.uuid4().hex}.part")
+            self.handle = FileSystems.create(self.path)
+        self.handle.write(line.encode("utf-8") + b"\n")
 
     def finish_bundle(self):
-        for name, (path, handle) in self.parts.items():
-            handle.close()
-            yield GlobalWindows.windowed_value((name, path))
-        self.parts = {}
+        if self.handle is not None:
+            self.handle.close()
+            yield GlobalWindows.windowed_value((self.name, self.path))
+        self.handle = None
 
 
 class _ConcatenatePartsFn(beam.DoFn):
@@ -134,8 +133,8 @@ class WriteJsonLines(beam.PTransform):
     """``{file name: PCollection[str]}`` -> one file per name under ``directory``, one line per
     element (the file exists, empty, when its PCollection is).
 
-    Each bundle streams its lines into temporary part files and a final step concatenates them,
-    so memory stays flat however large an output grows. (``WriteToText(num_shards=1)`` would
+    Each bundle streams its lines into a temporary part file and a final step concatenates the
+    parts, so memory stays flat however large an output grows. (``WriteToText(num_shards=1)`` would
     group every line under one key first, and its expansion is ~17 transforms per file.)
     """
 
@@ -145,14 +144,15 @@ class WriteJsonLines(beam.PTransform):
         self.temp_dir = FileSystems.join(directory, f".beam-tally-tmp-{uuid.uuid4().hex[:12]}")
 
     def expand(self, named_lines):
-        keyed = [
-            lines | f"Key{_label(name)}" >> beam.Map(lambda line, name=name: (name, line))
+        # Parts are written in each producer's own stage; only their paths are flattened (a
+        # Flatten of the lines themselves would be materialised by the FnApiRunner).
+        parts = [
+            lines | f"Write{_label(name)}" >> beam.ParDo(_WritePartsFn(self.temp_dir, name))
             for name, lines in named_lines.items()
         ]
         return (
-            keyed
-            | "AllLines" >> beam.Flatten()
-            | "WriteParts" >> beam.ParDo(_WritePartsFn(self.temp_dir))
+            parts
+            | "AllParts" >> beam.Flatten()
             | "ListParts" >> beam.combiners.ToList()
             | "Concatenate"
             >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named_lines), self.temp_dir))
