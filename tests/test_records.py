@@ -56,6 +56,16 @@ def test_json_lines_follow_the_contract():
     }
 
 
+def test_json_lines_escape_any_email():
+    emails = ['quote"d@x', "back\\slash@x", "ctrl\x1b\x00@x", "zoë@exämple.de", "李@例子", ""]
+    tally = sorted_tally({email: i + 1 for i, email in enumerate(emails)})
+    line = orjson.loads(file_tally_json(FileTally('path "with" quotes', tally)))
+    assert line["source"] == 'path "with" quotes'
+    assert [(e["email"], e["total"]) for e in line["tally"]] == [tuple(e) for e in tally]
+    update = orjson.loads(global_tally_json(GlobalTally(1, "a", tally, [])))
+    assert [(e["email"], e["total"]) for e in update["global_tally"]] == [tuple(e) for e in tally]
+
+
 def test_truncate_raw_bounds_and_escapes_bytes():
     assert truncate_raw("x" * 500).endswith("...")
     assert len(truncate_raw("x" * 500)) == 203
