@@ -109,10 +109,11 @@ def _global_line(entries: list[dict], files: int, after: str | None) -> bytes:
 
 
 def tally_files(paths: Iterable[str], output_dir: str) -> Counter:
-    """Tallies ``paths`` in order, writes the four output files; returns the global tally.
+    """Tallies ``paths`` in order and writes the four output files; returns the global tally."""
+    return _tally(paths, output_dir)[0]
 
-    Also sets ``tally_files.last_stats`` to the counts shown in the summary line.
-    """
+
+def _tally(paths: Iterable[str], output_dir: str) -> tuple[Counter, dict[str, int]]:
     os.makedirs(output_dir, exist_ok=True)
     total: Counter = Counter()
     files = logs = dead_letters = 0
@@ -143,8 +144,7 @@ def tally_files(paths: Iterable[str], output_dir: str) -> Counter:
             updates.write(final)
     with open(os.path.join(output_dir, "global_tally_final.json"), "wb") as handle:
         handle.write(final)
-    tally_files.last_stats = {"files": files, "logs": logs, "dead_letters": dead_letters}
-    return total
+    return total, {"files": files, "logs": logs, "dead_letters": dead_letters}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,9 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plain_tally.py: --input {args.input!r} matches no file", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    total = tally_files(paths, args.output)
+    total, stats = _tally(paths, args.output)
     seconds = time.perf_counter() - started
-    stats = tally_files.last_stats
     print(
         f"summary: {stats['files']:,} files, {stats['logs']:,} logs, {len(total):,} distinct "
         f"emails, {stats['dead_letters']:,} dead letters, {seconds:.2f} s; outputs: {args.output}"
