@@ -116,3 +116,30 @@ def test_every_log_is_either_kept_or_one_dead_letter(logs):
     ]
     assert list(zip(batch.indexes, batch.emails, strict=True)) == expected
     assert sorted(d.where for d in dead) == sorted(set(range(len(logs))) - {i for i, _ in expected})
+
+
+def test_deeply_nested_values_do_not_crash():
+    deep = "[" * 300 + "]" * 300
+    content = ('{"logs": [{"email": "a@x", "message": %s}, %s]}' % (deep, deep)).encode()
+    batch, dead = parse_log_document("f", content)
+    assert list(batch.emails) == ["a@x"]
+    assert batch.messages[0].startswith("[[")
+    assert [(d.where, reason_code(d.reason)) for d in dead] == [(1, parse_logs.NOT_AN_OBJECT)]
+
+
+def test_byte_order_mark_is_accepted():
+    batch, dead = parse_log_document("f", b"\xef\xbb\xbf" + doc({"email": "a@x"}))
+    assert (list(batch.emails), dead) == (["a@x"], [])
+
+
+def test_json_that_orjson_rejects_keeps_its_valid_logs():
+    content = (
+        b'{"logs": [{"email": "a@x", "message": 1e400}, {"email": "b\\udc80@x"},'
+        b' {"email": "c@x", "message": "half \\ud800 pair"}]}'
+    )
+    batch, dead = parse_log_document("f", content)
+    assert list(batch.emails) == ["a@x", "c@x"]
+    assert list(batch.indexes) == [0, 2]
+    assert isinstance(batch.messages[0], str)  # kept as JSON text
+    batch.messages[1].encode("utf-8")  # cleaned: encodable
+    assert [(d.where, reason_code(d.reason)) for d in dead] == [(1, parse_logs.EMAIL_NOT_STRING)]

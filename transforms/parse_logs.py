@@ -7,6 +7,7 @@ A document is ``{"logs": [{"id", "email", "message"}, ...]}``. A log needs an ``
 
 from __future__ import annotations
 
+import json
 from itertools import repeat
 from typing import Any
 
@@ -32,33 +33,57 @@ def reason_code(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes, or not valid Unicode
+        return truncate_raw(repr(value))
+
+
 def _optional_text(value: Any) -> str | None:
     if value is None or type(value) is str:
         return value
-    return orjson.dumps(value).decode()
+    return _json_text(value)
 
 
 def _raw(value: Any) -> str:
-    return truncate_raw(orjson.dumps(value).decode())
+    return truncate_raw(_json_text(value))
 
 
-def _load(source: str, content: bytes) -> tuple[Any, DeadLetter | None]:
+def _valid_unicode(text: str) -> bool:
     try:
-        return orjson.loads(content), None
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\\udc80"
+        return False
+    return True
+
+
+def _load(source: str, content: bytes) -> tuple[Any, DeadLetter | None, bool]:
+    """The document, or a dead letter; the flag says the lenient standard library read it."""
+    content = content.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+    try:
+        return orjson.loads(content), None, False
     except orjson.JSONDecodeError as err:
         try:
-            content.decode("utf-8")
+            text = content.decode("utf-8")
         except UnicodeDecodeError as bad:
             reason = f"{UNDECODABLE}: invalid UTF-8 at byte {bad.start}"
             raw = content[max(0, bad.start - 40) : bad.start + 40]
-            return None, DeadLetter(source, None, reason, truncate_raw(raw))
-        reason = f"{MALFORMED_JSON}: {err.msg} at line {err.lineno} column {err.colno}"
-        return None, DeadLetter(source, None, reason, truncate_raw(content))
+            return None, DeadLetter(source, None, reason, truncate_raw(raw)), False
+        try:
+            # orjson rejects some valid JSON (lone surrogate escapes, numbers out of float range)
+            # that the standard library reads; such documents keep their valid logs.
+            return json.loads(text), None, True
+        except (ValueError, RecursionError):
+            reason = f"{MALFORMED_JSON}: {err.msg} at line {err.lineno} column {err.colno}"
+            return None, DeadLetter(source, None, reason, truncate_raw(content)), False
 
 
 def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[DeadLetter]]:
     """Split a document into its valid logs (as columns) and one dead letter per bad part."""
-    doc, dead = _load(source, content)
+    doc, dead, lenient = _load(source, content)
+    # Only the lenient reader lets lone surrogates through: check text only for its documents.
+    unicode_ok = (lambda texts: all(map(_valid_text, texts))) if lenient else (lambda texts: True)
     if dead is not None:
         return LogBatch([], [], [], [], []), [dead]
     logs = doc.get("logs") if type(doc) is dict else None
@@ -71,20 +96,33 @@ def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[Dead
         emails = list(map(dict.get, logs, repeat("email")))
     else:
         emails = [log.get("email") if type(log) is dict else _NOT_AN_OBJECT for log in logs]
-    if set(map(type, emails)) <= {str}:
+    if set(map(type, emails)) <= {str} and (not lenient or all(map(_valid_unicode, emails))):
         valid, indexes, dead = logs, range(len(logs)), []
     else:
-        good = [i for i, email in enumerate(emails) if type(email) is str]
+        good = [
+            i for i, e in enumerate(emails) if type(e) is str and (not lenient or _valid_unicode(e))
+        ]
         dead = _dead_letters(source, logs, emails, good)
         valid, indexes = list(map(logs.__getitem__, good)), good
         emails = list(map(emails.__getitem__, good))
     ids = list(map(dict.get, valid, repeat("id")))
     messages = list(map(dict.get, valid, repeat("message")))
-    if not set(map(type, ids)) <= _TEXT_OR_NONE:
-        ids = [_optional_text(value) for value in ids]
-    if not set(map(type, messages)) <= _TEXT_OR_NONE:
-        messages = [_optional_text(value) for value in messages]
+    if not set(map(type, ids)) <= _TEXT_OR_NONE or not unicode_ok(ids):
+        ids = [_clean_text(value) for value in ids]
+    if not set(map(type, messages)) <= _TEXT_OR_NONE or not unicode_ok(messages):
+        messages = [_clean_text(value) for value in messages]
     return LogBatch([source] * len(emails), indexes, emails, ids, messages), dead
+
+
+def _valid_text(value: str | None) -> bool:
+    return value is None or _valid_unicode(value)
+
+
+def _clean_text(value: Any) -> str | None:
+    text = _optional_text(value)
+    if text is None or _valid_unicode(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _dead_letters(source: str, logs: list, emails: list, good: list[int]) -> list[DeadLetter]:
@@ -95,6 +133,8 @@ def _dead_letters(source: str, logs: list, emails: list, good: list[int]) -> lis
             reason = f"{NOT_AN_OBJECT}: got {type(log).__name__}"
         elif "email" not in log:
             reason = f"{MISSING_EMAIL}: log has no 'email' field"
+        elif type(log["email"]) is str:
+            reason = f"{EMAIL_NOT_STRING}: not valid Unicode (a lone surrogate)"
         else:
             reason = f"{EMAIL_NOT_STRING}: got {type(log['email']).__name__}"
         dead.append(DeadLetter(source, index, reason, _raw(log)))
