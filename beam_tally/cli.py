@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from beam_tally.errors import UsageError
+from beam_tally.errors import HelpRequested, UsageError
 
 USAGE = """usage: beam-tally COMMAND [options]
 
@@ -36,9 +36,15 @@ def _dispatch(command: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(
+            "beam-tally: say which command to run: tally or generate (beam-tally --help)",
+            file=sys.stderr,
+        )
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(USAGE)
-        return 0 if argv else 2
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(
@@ -47,8 +53,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    return _run(command, rest)
+
+
+def _run(command: str, rest: list[str]) -> int:
     try:
         return _dispatch(command, rest)
+    except HelpRequested as help_text:
+        print(help_text)
+        return 0
     except UsageError as err:
         print(
             f"beam-tally {command}: error: {err} (see 'beam-tally {command} --help')",

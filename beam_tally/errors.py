@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """A bad command line: the message says what to do."""
+
+
+class HelpRequested(Exception):
+    """``--help``: the message is the help text, printed on stdout with exit status 0."""

@@ -15,7 +15,7 @@ import uuid
 
 import orjson
 
-from beam_tally.errors import UsageError
+from beam_tally.errors import HelpRequested, UsageError
 
 FIRST = [
     "james",
@@ -185,7 +185,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _tally_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="beam-tally generate tally", allow_abbrev=False)
+    parser = _Parser(prog="beam-tally generate tally", allow_abbrev=False, add_help=False)
     parser.add_argument("--out", required=True, help="directory to write logs_xx.json into")
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--logs_per_file", type=int, default=1000)
@@ -207,6 +207,8 @@ def _tally_parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     if not argv or argv[0] not in ("tally",):
         raise UsageError("say what to generate: 'beam-tally generate tally --out DIR ...'")
+    if any(arg in ("-h", "--help") for arg in argv[1:]):
+        raise HelpRequested(_tally_parser().format_help())
     args = _tally_parser().parse_args(argv[1:])
     if not 0.0 <= args.bad_fraction <= 1.0:
         raise UsageError("--bad_fraction must be between 0 and 1")

@@ -33,6 +33,22 @@ def matching_files(pattern: str) -> list[str]:
     return sorted(meta.path for result in results for meta in result.metadata_list)
 
 
+class PathOfFn(beam.DoFn):
+    """A matched file's path; a name that is not valid Unicode cannot be carried (or written in
+    JSON) and becomes a dead letter under an escaped form of the name."""
+
+    def process(self, meta):
+        try:
+            meta.path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = meta.path.encode("utf-8", "backslashreplace").decode("utf-8")
+            dead = DeadLetter(shown, None, f"{UNREADABLE}: file name is not valid Unicode", "")
+            count_dead_letter(dead)
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            return
+        yield meta.path
+
+
 class ReadFileFn(beam.DoFn):
     """Reads a whole file through Beam's FileSystems (so any registered scheme works and
     ``.gz``/``.bz2`` are decompressed); an unreadable file becomes a dead letter."""
@@ -66,13 +82,18 @@ class ReadLogFiles(beam.PTransform):
         self.pattern = pattern
 
     def expand(self, pbegin):
-        return (
+        paths = (
             pbegin
             | "Match" >> fileio.MatchFiles(self.pattern)
-            | "Paths" >> beam.Map(lambda meta: meta.path)
+            | "Paths" >> beam.ParDo(PathOfFn()).with_outputs(DEAD_LETTERS, main="paths")
+        )
+        read = (
+            paths.paths
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadFileFn()).with_outputs(DEAD_LETTERS, main="files")
         )
+        dead_letters = (paths[DEAD_LETTERS], read[DEAD_LETTERS]) | "BadFiles" >> beam.Flatten()
+        return {"files": read.files, DEAD_LETTERS: dead_letters}
 
 
 class _WritePartsFn(beam.DoFn):
@@ -100,9 +121,10 @@ class _WritePartsFn(beam.DoFn):
 
 
 class _ConcatenatePartsFn(beam.DoFn):
-    """Writes every expected file from its parts, in part order, then removes the parts.
+    """Writes every expected file from its parts, in part order.
 
-    Idempotent: a retry rewrites the same files from the same parts.
+    Idempotent: a retry rewrites the same files from the same parts (which a later step removes,
+    once this one has committed).
     """
 
     def __init__(self, directory: str, names: list[str], temp_dir: str) -> None:
@@ -127,6 +149,16 @@ class _ConcatenatePartsFn(beam.DoFn):
         FileSystems.delete(
             [*leftovers, self.temp_dir] if FileSystems.exists(self.temp_dir) else leftovers
         )
+
+
+class _RemoveTempDirFn(beam.DoFn):
+    def __init__(self, temp_dir: str) -> None:
+        self.temp_dir = temp_dir
+
+    def process(self, finals: list[str]):
+        if FileSystems.exists(self.temp_dir):
+            FileSystems.delete([self.temp_dir])
+        yield from finals
 
 
 class WriteJsonLines(beam.PTransform):
@@ -156,6 +188,8 @@ class WriteJsonLines(beam.PTransform):
             | "ListParts" >> beam.combiners.ToList()
             | "Concatenate"
             >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named_lines), self.temp_dir))
+            | "ListFinals" >> beam.combiners.ToList()
+            | "RemoveParts" >> beam.ParDo(_RemoveTempDirFn(self.temp_dir))
         )
 
 

@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import (
     _BeamArgumentParser,
 )
 
-from beam_tally.errors import UsageError
+from beam_tally.errors import HelpRequested, UsageError
 
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = ["IOOptions", "TallyOptions", "UsageError", "parse_pipeline_args"]
@@ -61,7 +61,7 @@ def parse_pipeline_args(argv: list[str], help_text: str) -> PipelineOptions:
     ``--runner`` defaults to the DirectRunner (Beam's own default would try to download Prism).
     """
     if any(arg in ("-h", "--help") for arg in argv):
-        raise SystemExit(help_text)
+        raise HelpRequested(help_text)
     _, unknown = _all_options_parser().parse_known_args(argv)
     strays = [arg for arg in unknown if not arg.startswith("-")]
     flags = [arg for arg in unknown if arg.startswith("-")]

@@ -12,6 +12,7 @@ import time
 from functools import partial
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_tally import console, metrics
@@ -95,7 +96,7 @@ def validate(options) -> None:
             f"--input {io_opts.input!r} matches no file: check the path, or generate samples "
             "with 'beam-tally generate tally --out DIR'"
         )
-    if os.path.exists(io_opts.output) and not os.path.isdir(io_opts.output):
+    if os.path.isfile(io_opts.output):
         raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
 
 
@@ -103,7 +104,8 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     output = options.view_as(IOOptions).output
-    os.makedirs(output, exist_ok=True)
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)  # through Beam, so gs://, s3:// and local paths all work
     started = time.perf_counter()
     with beam.Pipeline(options=options) as p:
         build_tally_pipeline(p, options)

@@ -6,12 +6,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${BEAM_TALLY_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-if [ ! -x "$VENV/bin/python" ]; then
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  # Missing, or half-made by an earlier failure (e.g. no ensurepip): start again.
   echo "creating virtualenv $VENV" >&2
-  "$PYTHON" -m venv "$VENV"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV" || {
+    echo "could not create a virtualenv with $PYTHON: install Python 3.11 with venv and pip" >&2
+    exit 2
+  }
 fi
 STAMP="$VENV/.beam-tally-installed"
-HASH="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+HASH="$("$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$ROOT/pyproject.toml")"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ]; then
   echo "installing beam-tally and its dependencies into $VENV (first run takes a minute)" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip

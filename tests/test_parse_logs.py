@@ -120,7 +120,7 @@ def test_every_log_is_either_kept_or_one_dead_letter(logs):
 
 def test_deeply_nested_values_do_not_crash():
     deep = "[" * 300 + "]" * 300
-    content = ('{"logs": [{"email": "a@x", "message": %s}, %s]}' % (deep, deep)).encode()
+    content = f'{{"logs": [{{"email": "a@x", "message": {deep}}}, {deep}]}}'.encode()
     batch, dead = parse_log_document("f", content)
     assert list(batch.emails) == ["a@x"]
     assert batch.messages[0].startswith("[[")

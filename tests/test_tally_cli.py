@@ -256,3 +256,38 @@ def test_generator_counts_what_it_wrote(tmp_path):
     assert written["logs"] == sum(sum(c.values()) for c in per_file.values())
     assert written["bad_logs"] + written["bad_files"] == bad
     assert written["bad_logs"] > 0
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["tally", "--help"], ["generate", "tally", "-h"]])
+def test_help_goes_to_stdout_with_exit_0(argv, capsys):
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "usage: beam-tally" in captured.out
+    assert captured.err == ""
+
+
+def test_unusual_file_names_and_contents_never_crash_the_run(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "logs_bom.json").write_bytes(
+        b"\xef\xbb\xbf" + orjson.dumps({"logs": [{"email": "a@x"}]})
+    )
+    deep = "[" * 300 + "]" * 300
+    (data / "logs_deep.json").write_text(f'{{"logs": [{{"email": "a@x", "message": {deep}}}]}}')
+    (data / "logs_surrogate.json").write_bytes(
+        b'{"logs": [{"email": "b\\udc80@x"}, {"email": "a@x"}]}'
+    )
+    with open(os.fsencode(str(data)) + b"/logs_\xff.json", "wb") as handle:
+        handle.write(b'{"logs": [{"email": "never@x"}]}')
+    out = tmp_path / "out"
+    pattern = str(data / "logs_*.json")
+    assert main(["tally", "--input", pattern, "--output", str(out), "--print_limit", "0"]) == 0
+    final = read_lines(str(out / "global_tally_final.json"))[0]
+    assert final["global_tally"] == [{"email": "a@x", "total": 3}]
+    assert final["files"] == 3
+    reasons = sorted(d["reason"] for d in read_lines(str(out / "dead_letters.jsonl")))
+    assert reasons == [
+        "email is not a string: not valid Unicode (a lone surrogate)",
+        "unreadable file: file name is not valid Unicode",
+    ]
+    assert "2 dead letters" in capsys.readouterr().out
