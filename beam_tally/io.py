@@ -25,6 +25,7 @@ from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
 UNREADABLE = "unreadable file"
 _COPY_CHUNK = 1 << 20
+_NO_PART = ("", "")
 
 
 def matching_files(pattern: str) -> list[str]:
@@ -135,7 +136,8 @@ class _ConcatenatePartsFn(beam.DoFn):
     def process(self, parts: list[tuple[str, str]]):
         by_name: dict[str, list[str]] = {name: [] for name in self.names}
         for name, path in parts:
-            by_name[name].append(path)
+            if name:
+                by_name[name].append(path)
         for name, paths in by_name.items():
             final = FileSystems.join(self.directory, name)
             with FileSystems.create(final) as out:
@@ -182,13 +184,18 @@ class WriteJsonLines(beam.PTransform):
             lines | f"Write{_label(name)}" >> beam.ParDo(_WritePartsFn(self.temp_dir, name))
             for name, lines in named_lines.items()
         ]
+        # One marker, so that the files are written (empty) even when every input is empty.
+        pipeline = next(iter(named_lines.values())).pipeline
+        parts.append(pipeline | "Marker" >> beam.Create([_NO_PART]))
         return (
             parts
             | "AllParts" >> beam.Flatten()
-            | "ListParts" >> beam.combiners.ToList()
+            | "ListParts"
+            >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
             | "Concatenate"
             >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named_lines), self.temp_dir))
-            | "ListFinals" >> beam.combiners.ToList()
+            | "ListFinals"
+            >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
             | "RemoveParts" >> beam.ParDo(_RemoveTempDirFn(self.temp_dir))
         )
 

@@ -264,3 +264,24 @@ def test_update_global_tally_final_equals_the_sum(files):
     with direct_pipeline() as p:
         updates = p | beam.Create(messages) | UpdateGlobalTally()
         assert_that(updates, check_updates(messages))
+
+
+def test_write_json_lines_writes_every_file_even_when_all_inputs_are_empty(tmp_path):
+    from beam_tally.io import WriteJsonLines
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lines = [f'{{"n":{i}}}' for i in range(50)]
+    with direct_pipeline() as p:
+        empty = p | "Empty" >> beam.Create([]).with_output_types(str)
+        full = p | "Full" >> beam.Create(lines)
+        {"a.jsonl": empty, "b.jsonl": full} | WriteJsonLines(str(out))
+    assert sorted(path.name for path in out.iterdir()) == ["a.jsonl", "b.jsonl"]
+    assert (out / "a.jsonl").read_text() == ""
+    assert sorted((out / "b.jsonl").read_text().splitlines()) == sorted(lines)
+
+    only_empty = tmp_path / "only_empty"
+    only_empty.mkdir()
+    with direct_pipeline() as p:
+        {"c.jsonl": p | beam.Create([]).with_output_types(str)} | WriteJsonLines(str(only_empty))
+    assert [path.name for path in only_empty.iterdir()] == ["c.jsonl"]

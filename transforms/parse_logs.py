@@ -8,7 +8,8 @@ A document is ``{"logs": [{"id", "email", "message"}, ...]}``. A log needs an ``
 from __future__ import annotations
 
 import json
-from itertools import repeat
+from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
 import orjson
@@ -91,17 +92,21 @@ def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[Dead
         dead = DeadLetter(source, None, f"{NO_LOGS_LIST}: document has no 'logs' list", _raw(doc))
         return LogBatch([], [], [], [], []), [dead]
 
-    # Whole-column operations run in C; Python-level work happens only at bad positions.
-    if set(map(type, logs)) <= {dict}:
+    # Whole-column operations run in C (map, compress); Python runs only at bad positions.
+    types = list(map(type, logs))
+    if types.count(dict) == len(types):
         emails = list(map(dict.get, logs, repeat("email")))
     else:
-        emails = [log.get("email") if type(log) is dict else _NOT_AN_OBJECT for log in logs]
-    if set(map(type, emails)) <= {str} and (not lenient or all(map(_valid_unicode, emails))):
+        emails = [_NOT_AN_OBJECT] * len(logs)
+        for i in compress(range(len(logs)), map(is_, types, repeat(dict))):
+            emails[i] = logs[i].get("email")
+    email_types = list(map(type, emails))
+    if email_types.count(str) == len(emails) and (not lenient or all(map(_valid_unicode, emails))):
         valid, indexes, dead = logs, range(len(logs)), []
     else:
-        good = [
-            i for i, e in enumerate(emails) if type(e) is str and (not lenient or _valid_unicode(e))
-        ]
+        good = list(compress(range(len(emails)), map(is_, email_types, repeat(str))))
+        if lenient:
+            good = [i for i in good if _valid_unicode(emails[i])]
         dead = _dead_letters(source, logs, emails, good)
         valid, indexes = list(map(logs.__getitem__, good)), good
         emails = list(map(emails.__getitem__, good))
