@@ -128,36 +128,40 @@ class _ConcatenatePartsFn(beam.DoFn):
     once this one has committed).
     """
 
-    def __init__(self, directory: str, names: list[str], temp_dir: str) -> None:
+    def __init__(self, directory: str, names: list[str], defaults: dict[str, str]) -> None:
         self.directory = directory
         self.names = names
-        self.temp_dir = temp_dir
+        self.defaults = defaults
 
     def process(self, parts: list[tuple[str, str]]):
         by_name: dict[str, list[str]] = {name: [] for name in self.names}
         for name, path in parts:
             if name:
                 by_name[name].append(path)
+        finals = []
         for name, paths in by_name.items():
             final = FileSystems.join(self.directory, name)
             with FileSystems.create(final) as out:
+                if not paths and name in self.defaults:
+                    out.write(self.defaults[name].encode("utf-8") + b"\n")
                 for path in sorted(paths):
                     with FileSystems.open(path) as part:
                         shutil.copyfileobj(part, out, _COPY_CHUNK)
-            yield final
-        leftovers = [
-            m.path for r in FileSystems.match([self.temp_dir + "/*"]) for m in r.metadata_list
-        ]
-        FileSystems.delete(
-            [*leftovers, self.temp_dir] if FileSystems.exists(self.temp_dir) else leftovers
-        )
+            finals.append(final)
+        yield finals
 
 
 class _RemoveTempDirFn(beam.DoFn):
+    """Removes the temporary parts once the final files are committed (parts of failed bundle
+    attempts included), then the temporary directory where the filesystem has one."""
+
     def __init__(self, temp_dir: str) -> None:
         self.temp_dir = temp_dir
 
     def process(self, finals: list[str]):
+        parts = [m.path for r in FileSystems.match([self.temp_dir + "/*"]) for m in r.metadata_list]
+        if parts:
+            FileSystems.delete(parts)
         if FileSystems.exists(self.temp_dir):
             FileSystems.delete([self.temp_dir])
         yield from finals
@@ -165,16 +169,18 @@ class _RemoveTempDirFn(beam.DoFn):
 
 class WriteJsonLines(beam.PTransform):
     """``{file name: PCollection[str]}`` -> one file per name under ``directory``, one line per
-    element (the file exists, empty, when its PCollection is).
+    element. A file whose PCollection is empty is written empty, or with its line in
+    ``defaults``.
 
     Each bundle streams its lines into a temporary part file and a final step concatenates the
     parts, so memory stays flat however large an output grows. (``WriteToText(num_shards=1)`` would
     group every line under one key first, and its expansion is ~17 transforms per file.)
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, defaults: dict[str, str] | None = None) -> None:
         super().__init__()
         self.directory = directory
+        self.defaults = defaults or {}
         self.temp_dir = FileSystems.join(directory, f".beam-tally-tmp-{uuid.uuid4().hex[:12]}")
 
     def expand(self, named_lines):
@@ -193,9 +199,7 @@ class WriteJsonLines(beam.PTransform):
             | "ListParts"
             >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
             | "Concatenate"
-            >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named_lines), self.temp_dir))
-            | "ListFinals"
-            >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+            >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named_lines), self.defaults))
             | "RemoveParts" >> beam.ParDo(_RemoveTempDirFn(self.temp_dir))
         )
 

@@ -26,12 +26,13 @@ from beam_tally.records import (
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
+    FINAL,
     LOGS,
     METRICS_NAMESPACE,
+    UPDATES,
     ParseLogDocuments,
     TallyPerFile,
     UpdateGlobalTally,
-    latest_global_tally,
 )
 
 HELP = """usage: beam-tally tally --input GLOB --output DIR [--print_limit N] [Beam options]
@@ -46,11 +47,9 @@ dead_letters.jsonl under DIR.
   Beam options       e.g. --runner=DirectRunner (default), --direct_num_workers=2"""
 
 
-def _final_json(update) -> str:
-    Metrics.gauge(METRICS_NAMESPACE, "distinct_emails").set(
-        0 if update is None else len(update.tally)
-    )
-    return global_tally_json(update)
+def _final_json(final) -> str:
+    Metrics.gauge(METRICS_NAMESPACE, "distinct_emails").set(len(final.tally))
+    return global_tally_json(final)
 
 
 def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:
@@ -62,8 +61,8 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input)
     parsed = read["files"] | "ParseLogDocuments" >> ParseLogDocuments()
     tallies = (parsed[LOGS], parsed[DOCUMENTS]) | "TallyPerFile" >> TallyPerFile()
-    updates = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
-    final = updates | "LatestGlobalTally" >> beam.CombineGlobally(latest_global_tally)
+    global_tally = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
+    updates, final = global_tally[UPDATES], global_tally[FINAL]
     dead_letters = (read[DEAD_LETTERS], parsed[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
 
     if output:
@@ -72,7 +71,9 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
             "global_tally.jsonl": updates | "UpdatesToJson" >> beam.Map(global_tally_json),
             "global_tally_final.json": final | "FinalToJson" >> beam.Map(_final_json),
             "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
-        } | "WriteOutputs" >> WriteJsonLines(output)
+        } | "WriteOutputs" >> WriteJsonLines(
+            output, defaults={"global_tally_final.json": global_tally_json(None)}
+        )
     updates | "PrintUpdates" >> WriteToConsole(
         partial(console.format_update, limit=tally_opts.print_limit)
     )

@@ -6,7 +6,7 @@ parsed document, and ``DeadLetter``.
 has no valid logs.
 ``UpdateGlobalTally``: ``FileTally`` -> ``GlobalTally``, one per tally message applied, in batch
 and streaming alike (a keyed stateful DoFn; a global-window CombineGlobally would fire only once
-in batch).
+in batch), and the final global tally when the input is complete (an event-time timer).
 """
 
 from collections import Counter
@@ -17,7 +17,8 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 
 from beam_tally.records import (
     DeadLetter,
@@ -36,6 +37,8 @@ DEAD_LETTER_NAMESPACE = "beam_tally.dead_letters"
 LOGS = "logs"
 DOCUMENTS = "documents"
 DEAD_LETTERS = "dead_letters"
+UPDATES = "updates"
+FINAL = "final"
 
 
 def count_dead_letter(dead: DeadLetter) -> None:
@@ -163,37 +166,52 @@ class TallyPerFile(beam.PTransform):
 
 
 class ApplyTallyFn(beam.DoFn):
-    """Keyed stateful consumer: applies each tally message to the global tally and emits it."""
+    """Keyed stateful consumer: applies each tally message to the global tally and emits it.
+
+    An event-time timer at the end of the window emits the final global tally (tag ``final``)
+    once the input is complete: at the end of a batch run, or when a stream ends. (The legacy
+    streaming DirectRunner fires that timer but does not hold the watermark for its output, so
+    a downstream GroupByKey there sees it as late; batch runners are unaffected.)
+    """
 
     TOTALS = ReadModifyWriteStateSpec("totals", PickleCoder())
+    END = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(self) -> None:
         self.applied = Metrics.counter(METRICS_NAMESPACE, "tally_messages")
 
-    def process(self, keyed: tuple[str, FileTally], totals=beam.DoFn.StateParam(TOTALS)):
+    def process(
+        self,
+        keyed: tuple[str, FileTally],
+        window=beam.DoFn.WindowParam,
+        totals=beam.DoFn.StateParam(TOTALS),
+        end=beam.DoFn.TimerParam(END),
+    ):
         _, message = keyed
-        files, counts = totals.read() or (0, {})
+        files, counts, _ = totals.read() or (0, {}, None)
         get = counts.get
         for entry in message.tally:
             counts[entry.email] = get(entry.email, 0) + entry.total
         files += 1
-        totals.write((files, counts))
+        totals.write((files, counts, message.source))
+        end.set(window.max_timestamp())
         self.applied.inc()
         yield GlobalTally(files, message.source, sorted_tally(counts), message.tally)
 
+    @on_timer(END)
+    def emit_final(self, totals=beam.DoFn.StateParam(TOTALS)):
+        files, counts, after = totals.read()
+        yield pvalue.TaggedOutput(FINAL, GlobalTally(files, after, sorted_tally(counts), []))
+
 
 class UpdateGlobalTally(beam.PTransform):
-    """``PCollection[FileTally]`` -> ``PCollection[GlobalTally]``, one per message applied."""
+    """``PCollection[FileTally]`` -> ``updates`` (``GlobalTally``, one per message applied) and
+    ``final`` (the last one, once the input is complete; nothing when there was no message)."""
 
     def expand(self, tallies):
         return (
             tallies
             | "KeyGlobally"
             >> beam.Map(lambda t: ("global", t)).with_output_types(tuple[str, FileTally])
-            | "Apply" >> beam.ParDo(ApplyTallyFn()).with_output_types(GlobalTally)
+            | "Apply" >> beam.ParDo(ApplyTallyFn()).with_outputs(FINAL, main=UPDATES)
         )
-
-
-def latest_global_tally(updates: Iterable[GlobalTally]) -> GlobalTally | None:
-    """The update that applied the most messages: the final global tally."""
-    return max(updates, key=lambda update: update.files, default=None)
