@@ -70,7 +70,40 @@ class DeadLetter(NamedTuple):
     raw: str
 
 
-for _record in (SourceFile, LogEntry, TallyEntry, FileTally, GlobalTally, DeadLetter):
+class AccessRecord(NamedTuple):
+    """One HTTP access-log line. ``timestamp`` is the event time in whole epoch seconds; the
+    ``section`` is the path up to its second ``/`` (``/api/user`` -> ``/api``)."""
+
+    host: str
+    ident: str
+    user: str
+    timestamp: int
+    method: str
+    path: str
+    section: str
+    protocol: str
+    status: int
+    bytes: int
+
+
+class AccessLine(NamedTuple):
+    """One raw line of an access log, with where it came from (1-based line number)."""
+
+    source: str
+    line: int
+    text: str
+
+
+for _record in (
+    SourceFile,
+    LogEntry,
+    TallyEntry,
+    FileTally,
+    GlobalTally,
+    DeadLetter,
+    AccessRecord,
+    AccessLine,
+):
     beam.coders.registry.register_coder(_record, beam.coders.RowCoder)
 
 
