@@ -16,11 +16,15 @@ USAGE = """usage: beam-tally COMMAND [options]
 
 commands:
   tally     --input GLOB --output DIR [--print_limit 20] [Beam options]
+  monitor   --input GLOB --output DIR [--format auto|csv|clf] [--threshold 10]
+            [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5] [Beam options]
   generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
+  generate  access --out FILE --format csv|clf --seconds N --rate R [--burst S:D:R ...]
+            [--disorder S] [--bad_fraction F] [--seed N]
 
 'beam-tally COMMAND --help' describes a command's options."""
 
-COMMANDS = ("tally", "generate")
+COMMANDS = ("tally", "monitor", "generate")
 
 
 def _dispatch(command: str, argv: list[str]) -> int:
@@ -28,6 +32,14 @@ def _dispatch(command: str, argv: list[str]) -> int:
         from beam_tally import tally_pipeline
 
         return tally_pipeline.run(argv)
+    if command == "monitor":
+        from beam_tally import monitor_pipeline
+
+        return monitor_pipeline.run(argv)
+    if argv and argv[0] == "access":
+        from beam_tally import generate_access
+
+        return generate_access.run(argv[1:])
     from beam_tally import generate
 
     return generate.run(argv)
@@ -38,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(
-            "beam-tally: say which command to run: tally or generate (beam-tally --help)",
+            "beam-tally: say which command to run: tally, monitor or generate (beam-tally --help)",
             file=sys.stderr,
         )
         return 2

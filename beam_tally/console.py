@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
-from beam_tally.records import GlobalTally, TallyEntry
+from beam_tally.records import Alert, GlobalTally, TallyEntry, TrafficStats
 
 # C0 and C1 controls, DEL, and the Unicode bidirectional controls that can reorder a line.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -58,4 +59,72 @@ def format_tally_summary(
         + f", {seconds:.2f} s",
         f"outputs: {output}",
     ]
+    return "\n".join(lines)
+
+
+def iso_utc(epoch_seconds: int) -> str:
+    """``2019-02-07T21:11:00Z``: ISO-8601 UTC, to the second."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} TB"  # pragma: no cover - the loop always returns
+
+
+def _ranked(entries, fmt=str) -> str:
+    return "  ".join(f"{escape_control(e.name)} {fmt(e.value)}" for e in entries) or "-"
+
+
+def format_stats(stats: TrafficStats) -> str:
+    """A short, aligned block for one stats window."""
+    start = datetime.fromtimestamp(stats.start, UTC)
+    end = datetime.fromtimestamp(stats.end, UTC)
+    statuses = "  ".join(f"{s.name} {s.value:,}" for s in stats.status_classes)
+    return "\n".join(
+        [
+            f"{start:%Y-%m-%d %H:%M:%S}-{end:%H:%M:%S} UTC  {stats.hits:,} hits  "
+            f"{human_bytes(stats.bytes)}  {statuses}  errors {stats.error_rate:.1%}",
+            f"  sections  {_ranked(stats.sections, '{:,}'.format)}",
+            f"  hosts     {_ranked(stats.hosts_by_hits, '{:,}'.format)}"
+            f"   ({stats.distinct_hosts:,} distinct)",
+            f"  bytes     {_ranked(stats.hosts_by_bytes, human_bytes)}",
+            f"  users     {_ranked(stats.users, '{:,}'.format)}"
+            f"   ({stats.distinct_users:,} distinct)",
+        ]
+    )
+
+
+def format_alert(alert: Alert) -> str:
+    """The alert and recovery lines, verbatim as DESIGN.md gives them."""
+    if alert.kind == "alert":
+        return (
+            f"High traffic generated an alert - hits = {alert.hits}, "
+            f"triggered at {iso_utc(alert.at)}"
+        )
+    return (
+        f"Recovered from high traffic alert - hits = {alert.hits}, recovered at {iso_utc(alert.at)}"
+    )
+
+
+def format_monitor_summary(
+    counters: Mapping[str, int], reasons: Mapping[str, int], seconds: float, output: str
+) -> str:
+    dead = counters.get("dead_letters", 0)
+    by_reason = ", ".join(f"{escape_control(k)} {v:,}" for k, v in sorted(reasons.items()))
+    alerts, recoveries = counters.get("alerts", 0), counters.get("recoveries", 0)
+    lines = [
+        "summary: "
+        f"{counters.get('lines', 0):,} lines read, {counters.get('records', 0):,} requests, "
+        f"{counters.get('stats_windows', 0):,} stats windows, {alerts:,} alerts, "
+        f"{recoveries:,} recoveries, {dead:,} dead letters"
+        + (f" ({by_reason})" if by_reason else "")
+        + f", {seconds:.2f} s",
+    ]
+    if alerts > recoveries:
+        lines.append("alert still active at the end of the input")
+    lines.append(f"outputs: {output}")
     return "\n".join(lines)

@@ -206,7 +206,10 @@ def _tally_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     if not argv or argv[0] not in ("tally",):
-        raise UsageError("say what to generate: 'beam-tally generate tally --out DIR ...'")
+        raise UsageError(
+            "say what to generate: 'beam-tally generate tally --out DIR ...' or "
+            "'beam-tally generate access --out FILE ...'"
+        )
     if any(arg in ("-h", "--help") for arg in argv[1:]):
         raise HelpRequested(_tally_parser().format_help())
     args = _tally_parser().parse_args(argv[1:])

@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_tally.records import DeadLetter, SourceFile
+from beam_tally.records import AccessLine, DeadLetter, SourceFile, truncate_raw
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
 UNREADABLE = "unreadable file"
@@ -167,6 +167,63 @@ class _RemoveTempDirFn(beam.DoFn):
         yield from finals
 
 
+class ReadLinesFn(beam.DoFn):
+    """Reads a file line by line through Beam's FileSystems: one ``AccessLine`` per line (its
+    1-based number, text without the line ending); an undecodable line or an unreadable file is
+    a dead letter."""
+
+    def __init__(self) -> None:
+        self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
+        self.lines = Metrics.counter(METRICS_NAMESPACE, "lines")
+
+    def process(self, path: str):
+        number = 0
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+                for number, raw in enumerate(handle, start=1):
+                    try:
+                        text = raw.decode("utf-8").rstrip("\r\n")
+                    except UnicodeDecodeError as bad:
+                        reason = f"undecodable bytes: invalid UTF-8 at byte {bad.start}"
+                        dead = DeadLetter(path, number, reason, truncate_raw(raw.rstrip(b"\r\n")))
+                        count_dead_letter(dead)
+                        yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+                        continue
+                    yield AccessLine(path, number, text)
+        except Exception as err:  # any I/O failure: the rest of the file is a dead letter
+            where = number + 1 if number else None
+            dead = DeadLetter(path, where, f"{UNREADABLE}: {type(err).__name__}: {err}", "")
+            count_dead_letter(dead)
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+        else:
+            self.files.inc()
+        finally:
+            self.lines.inc(number)
+
+
+class ReadAccessLogs(beam.PTransform):
+    """``PBegin`` -> ``lines`` (``AccessLine``) and ``dead_letters``: the monitor's producer stage.
+    Files are matched, spread over workers, and read line by line."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def expand(self, pbegin):
+        paths = (
+            pbegin
+            | "Match" >> fileio.MatchFiles(self.pattern)
+            | "Paths" >> beam.ParDo(PathOfFn()).with_outputs(DEAD_LETTERS, main="paths")
+        )
+        read = (
+            paths.paths
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadLinesFn()).with_outputs(DEAD_LETTERS, main="lines")
+        )
+        dead_letters = (paths[DEAD_LETTERS], read[DEAD_LETTERS]) | "BadFiles" >> beam.Flatten()
+        return {"lines": read.lines, DEAD_LETTERS: dead_letters}
+
+
 class WriteJsonLines(beam.PTransform):
     """``{file name: PCollection[str]}`` -> one file per name under ``directory``, one line per
     element. A file whose PCollection is empty is written empty, or with its line in
@@ -187,7 +244,9 @@ class WriteJsonLines(beam.PTransform):
         # Parts are written in each producer's own stage; only their paths are flattened (a
         # Flatten of the lines themselves would be materialised by the FnApiRunner).
         parts = [
-            lines | f"Write{_label(name)}" >> beam.ParDo(_WritePartsFn(self.temp_dir, name))
+            lines
+            | f"Global{_label(name)}" >> beam.WindowInto(GlobalWindows())
+            | f"Write{_label(name)}" >> beam.ParDo(_WritePartsFn(self.temp_dir, name))
             for name, lines in named_lines.items()
         ]
         # One marker, so that the files are written (empty) even when every input is empty.

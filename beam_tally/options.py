@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import (
 from beam_tally.errors import HelpRequested, UsageError
 
 DEFAULT_RUNNER = "DirectRunner"
-__all__ = ["IOOptions", "TallyOptions", "UsageError", "parse_pipeline_args"]
+__all__ = ["IOOptions", "MonitorOptions", "TallyOptions", "UsageError", "parse_pipeline_args"]
 
 
 class IOOptions(PipelineOptions):
@@ -38,6 +38,26 @@ class TallyOptions(PipelineOptions):
             default=20,
             help="Entries of each tally printed on the console (default 20).",
         )
+
+
+class MonitorOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--format",
+            default="auto",
+            choices=["auto", "csv", "clf"],
+            help="Access-log format; auto tells CSV and Common/Combined Log Format apart.",
+        )
+        parser.add_argument(
+            "--threshold", type=float, default=10.0, help="Alert above this many requests/s."
+        )
+        parser.add_argument("--stats_window", type=int, default=10, help="Stats every N s.")
+        parser.add_argument("--alert_window", type=int, default=120, help="Alert average span.")
+        parser.add_argument(
+            "--max_delay", type=int, default=5, help="Watermark delay behind the newest line."
+        )
+        parser.add_argument("--top", type=int, default=5, help="Entries of each top list.")
 
 
 class _StrictParser(_BeamArgumentParser):

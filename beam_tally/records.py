@@ -8,6 +8,7 @@ produce exactly the lines DESIGN.md specifies.
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from itertools import starmap
 from operator import itemgetter
 from typing import NamedTuple, Optional
@@ -72,7 +73,9 @@ class DeadLetter(NamedTuple):
 
 class AccessRecord(NamedTuple):
     """One HTTP access-log line. ``timestamp`` is the event time in whole epoch seconds; the
-    ``section`` is the path up to its second ``/`` (``/api/user`` -> ``/api``)."""
+    ``section`` is the path up to its second ``/`` (``/api/user`` -> ``/api``). ``source`` and
+    ``line`` (beyond DESIGN.md's fields) say where it came from, so that a stage far downstream
+    (the alert detector, for a late line) can still dead-letter it with its origin."""
 
     host: str
     ident: str
@@ -84,6 +87,39 @@ class AccessRecord(NamedTuple):
     protocol: str
     status: int
     bytes: int
+    source: str = ""
+    line: int = 0
+
+
+class RankedCount(NamedTuple):
+    name: str
+    value: int
+
+
+class TrafficStats(NamedTuple):
+    """Stats of one stats window ``[start, end)`` of event time (epoch seconds)."""
+
+    start: int
+    end: int
+    hits: int
+    bytes: int
+    sections: Sequence[RankedCount]
+    status_classes: Sequence[RankedCount]
+    error_rate: float
+    hosts_by_hits: Sequence[RankedCount]
+    hosts_by_bytes: Sequence[RankedCount]
+    users: Sequence[RankedCount]
+    distinct_hosts: int
+    distinct_users: int
+
+
+class Alert(NamedTuple):
+    """A change of the high-traffic state at event second ``at``: kind "alert" or "recover"."""
+
+    kind: str
+    at: int
+    hits: int
+    average: float
 
 
 class AccessLine(NamedTuple):
@@ -103,6 +139,9 @@ for _record in (
     DeadLetter,
     AccessRecord,
     AccessLine,
+    RankedCount,
+    TrafficStats,
+    Alert,
 ):
     beam.coders.registry.register_coder(_record, beam.coders.RowCoder)
 
@@ -150,3 +189,43 @@ def truncate_raw(raw: bytes | str, limit: int = RAW_LIMIT) -> str:
     if isinstance(raw, bytes):
         raw = raw[: limit * 4].decode("utf-8", errors="backslashreplace")
     return raw if len(raw) <= limit else raw[:limit] + "..."
+
+
+def _iso(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def alert_json(alert: Alert) -> str:
+    """``{"kind","at","time","hits","average"}``, as ``alerts.jsonl`` holds them."""
+    return orjson.dumps(
+        {
+            "kind": alert.kind,
+            "at": alert.at,
+            "time": _iso(alert.at),
+            "hits": alert.hits,
+            "average": alert.average,
+        }
+    ).decode()
+
+
+def stats_json(stats: TrafficStats) -> str:
+    def ranked(entries: Sequence[RankedCount], key: str, value: str) -> list[dict]:
+        return [{key: e.name, value: e.value} for e in entries]
+
+    return orjson.dumps(
+        {
+            "start": stats.start,
+            "end": stats.end,
+            "time": _iso(stats.start),
+            "hits": stats.hits,
+            "bytes": stats.bytes,
+            "sections": ranked(stats.sections, "section", "hits"),
+            "status_classes": {e.name: e.value for e in stats.status_classes},
+            "error_rate": stats.error_rate,
+            "hosts_by_hits": ranked(stats.hosts_by_hits, "host", "hits"),
+            "hosts_by_bytes": ranked(stats.hosts_by_bytes, "host", "bytes"),
+            "users": ranked(stats.users, "user", "hits"),
+            "distinct_hosts": stats.distinct_hosts,
+            "distinct_users": stats.distinct_users,
+        }
+    ).decode()

@@ -1,0 +1,109 @@
+"""The monitor job: graph wiring (``build_monitor_pipeline``) and the command (``run``).
+
+ReadAccessLogs -> ParseAccessLines -> ComputeTrafficStats (every ``--stats_window`` seconds of
+event time) and DetectHighTraffic (the ``--alert_window`` average against ``--threshold``) ->
+``stats.jsonl``, ``alerts.jsonl``, ``dead_letters.jsonl`` under ``--output``, and the console.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_tally import console, metrics
+from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole, matching_files
+from beam_tally.options import IOOptions, MonitorOptions, UsageError, parse_pipeline_args, require
+from beam_tally.records import alert_json, dead_letter_json, stats_json
+from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
+from transforms.traffic import (
+    ALERTS,
+    LATE,
+    RECORDS,
+    ComputeTrafficStats,
+    DetectHighTraffic,
+    ParseAccessLines,
+)
+
+HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv|clf]
+          [--threshold 10] [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5]
+          [Beam options]
+
+Reads HTTP access logs (the exercise's CSV, or Common/Combined Log Format as nginx and Apache
+write it), prints stats for every --stats_window seconds of event time and a high-traffic alert
+when the --alert_window average passes --threshold requests per second, then its recovery.
+Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR."""
+
+
+def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:
+    """Wires the monitor job into ``p``; returns its outputs by name for tests to assert on."""
+    io_opts = options.view_as(IOOptions)
+    opts = options.view_as(MonitorOptions)
+
+    read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input)
+    parsed = read["lines"] | "ParseAccessLines" >> ParseAccessLines(opts.format)
+    records = parsed[RECORDS]
+    stats = records | "ComputeTrafficStats" >> ComputeTrafficStats(opts.stats_window, opts.top)
+    detected = records | "DetectHighTraffic" >> DetectHighTraffic(
+        opts.threshold, opts.alert_window, opts.max_delay
+    )
+    alerts = detected[ALERTS]
+    dead_letters = (
+        read[DEAD_LETTERS],
+        parsed[DEAD_LETTERS],
+        detected[LATE],
+    ) | "AllDeadLetters" >> beam.Flatten()
+
+    if io_opts.output:
+        {
+            "stats.jsonl": stats | "StatsToJson" >> beam.Map(stats_json),
+            "alerts.jsonl": alerts | "AlertsToJson" >> beam.Map(alert_json),
+            "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
+        } | "WriteOutputs" >> WriteJsonLines(io_opts.output)
+    stats | "PrintStats" >> WriteToConsole(console.format_stats)
+    alerts | "PrintAlerts" >> WriteToConsole(console.format_alert)
+    return {"stats": stats, "alerts": alerts, "dead_letters": dead_letters, "records": records}
+
+
+def validate(options) -> None:
+    io_opts = options.view_as(IOOptions)
+    opts = options.view_as(MonitorOptions)
+    require(io_opts.input, "--input", "the access logs to read, e.g. --input 'logs/access*.log'")
+    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
+    for flag in ("stats_window", "alert_window", "top"):
+        if getattr(opts, flag) <= 0:
+            raise UsageError(f"--{flag} must be a positive number of seconds or entries")
+    if opts.max_delay < 0:
+        raise UsageError("--max_delay must be 0 or more seconds")
+    if opts.threshold < 0:
+        raise UsageError("--threshold must be 0 or more requests per second")
+    if not matching_files(io_opts.input):
+        raise UsageError(
+            f"--input {io_opts.input!r} matches no file: check the path, or generate a sample "
+            "with 'beam-tally generate access --out FILE'"
+        )
+    if os.path.isfile(io_opts.output):
+        raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
+
+
+def run(argv: list[str]) -> int:
+    options = parse_pipeline_args(argv, HELP)
+    validate(options)
+    output = options.view_as(IOOptions).output
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        build_monitor_pipeline(p, options)
+    result = p.result
+    print(
+        console.format_monitor_summary(
+            metrics.counters(result, METRICS_NAMESPACE),
+            metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE),
+            time.perf_counter() - started,
+            output,
+        )
+    )
+    return 0

@@ -1,0 +1,211 @@
+"""ComputeTrafficStats and DetectHighTraffic in TestPipeline and TestStream."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import apache_beam as beam
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
+
+from beam_tally.records import AccessRecord, RankedCount
+from tests.conftest import direct_pipeline, streaming_pipeline
+from tests.test_alert_rule import reference_alerts
+from transforms.traffic import (
+    ALERTS,
+    LATE,
+    ComputeTrafficStats,
+    DetectHighTraffic,
+    TrafficStatsCombineFn,
+)
+
+
+def record(ts, *, host="10.0.0.1", section="/api", status=200, size=100, user="-", line=0):
+    return AccessRecord(
+        host, "-", user, ts, "GET", section + "/x", section, "HTTP/1.1", status, size, "f", line
+    )
+
+
+def stamped(records):
+    return [window.TimestampedValue(r, r.timestamp) for r in records]
+
+
+def create_stamped(p, records):
+    """``beam.Create`` of records, each timestamped with its event time."""
+    return (
+        p
+        | "Create" >> beam.Create(records)
+        | "Stamp" >> beam.Map(lambda r: window.TimestampedValue(r, r.timestamp))
+    )
+
+
+# DetectHighTraffic ---------------------------------------------------------------------------
+
+
+def burst(start, seconds, per_second):
+    return [start + s for s in range(seconds) for _ in range(per_second)]
+
+
+def test_detect_high_traffic_in_batch_equals_the_reference_on_shuffled_input():
+    rng = random.Random(5)
+    timestamps = burst(1000, 200, 2) + burst(1050, 60, 30) + burst(1400, 30, 3)
+    rng.shuffle(timestamps)
+    with direct_pipeline() as p:
+        records = [record(t, line=i) for i, t in enumerate(timestamps)]
+        result = create_stamped(p, records) | DetectHighTraffic(10, 120, max_delay=5)
+        assert_that(
+            result[ALERTS] | beam.Map(lambda a: (a.kind, a.at, a.hits)),
+            equal_to(reference_alerts(timestamps, 10, 120)),
+        )
+        assert_that(result[LATE], equal_to([]), label="NoLate")
+
+
+def stream_of(batches):
+    """TestStream: each batch is (records, watermark after it)."""
+    stream = TestStream().advance_watermark_to(0)
+    for records, watermark in batches:
+        stream = stream.add_elements(stamped(records)).advance_watermark_to(watermark)
+    return stream.advance_watermark_to_infinity()
+
+
+def test_streaming_on_time_and_out_of_order_within_delay_match_the_reference():
+    # Lines arrive shuffled within 5 s; the watermark trails the newest second by 5 s.
+    rng = random.Random(2)
+    timestamps = burst(100, 150, 2) + burst(130, 40, 40)
+    timestamps.sort()
+    batches, i = [], 0
+    while i < len(timestamps):
+        chunk = list(timestamps[i : i + 50])
+        rng.shuffle(chunk)
+        i += 50
+        batches.append(([record(t) for t in chunk], max(chunk) - 5))
+    with streaming_pipeline() as p:
+        result = p | stream_of(batches) | DetectHighTraffic(10, 120, max_delay=5)
+        assert_that(
+            result[ALERTS] | beam.Map(lambda a: (a.kind, a.at, a.hits)),
+            equal_to(reference_alerts(timestamps, 10, 120)),
+        )
+        assert_that(result[LATE], equal_to([]), label="NoLate")
+
+
+def test_streaming_late_line_is_a_dead_letter_not_a_silent_drop():
+    on_time = burst(100, 30, 1)
+    batches = [
+        ([record(t, line=t) for t in on_time], 140),  # watermark passes 129: seconds evaluated
+        ([record(105, line=9999)], 141),  # second 105 was evaluated: late
+        ([record(131, line=131)], 200),
+    ]
+    with streaming_pipeline() as p:
+        result = p | stream_of(batches) | DetectHighTraffic(0.1, 10, max_delay=5)
+        assert_that(
+            result[LATE] | beam.Map(lambda d: (d.source, d.where, d.reason.split(":")[0])),
+            equal_to([("f", 9999, "late")]),
+        )
+        # The late line does not count: alerts equal the reference without it.
+        assert_that(
+            result[ALERTS] | beam.Map(lambda a: (a.kind, a.at, a.hits)),
+            equal_to(reference_alerts([*on_time, 131], 0.1, 10)),
+            label="Alerts",
+        )
+
+
+def test_silence_recovers_at_the_right_second_and_threshold_is_strict():
+    # 10/s for 12 s in a 10 s window at threshold 10: average exactly 10, no alert; then 11/s.
+    exact = burst(0, 12, 10)
+    above = [*burst(50, 12, 11), 80]  # a line at 80 keeps evaluation going through the silence
+    with direct_pipeline() as p:
+        result = create_stamped(p, [record(t) for t in exact + above]) | DetectHighTraffic(
+            10, 10, 5
+        )
+        expected = reference_alerts(exact + above, 10, 10)
+        assert [k for k, _, _ in expected] == ["alert", "recover"]
+        assert_that(result[ALERTS] | beam.Map(lambda a: (a.kind, a.at, a.hits)), equal_to(expected))
+
+
+# ComputeTrafficStats -------------------------------------------------------------------------
+
+
+def test_stats_fn_methods_and_merging_in_any_order():
+    fn = TrafficStatsCombineFn(top=2)
+    records = [
+        record(1, host="a", section="/api", status=200, size=10, user="u1"),
+        record(2, host="b", section="/api", status=404, size=20, user="-"),
+        record(3, host="b", section="/report", status=503, size=30, user="-"),
+        record(4, host="c", section="/static", status=301, size=40, user="u2"),
+    ]
+    expected = fn.extract_output(
+        fn.add_input(
+            fn.add_input(
+                fn.add_input(fn.add_input(fn.create_accumulator(), records[0]), records[1]),
+                records[2],
+            ),
+            records[3],
+        )
+    )
+    for order in ([0, 1, 2, 3], [3, 1, 0, 2]):
+        accs = [fn.add_input(fn.create_accumulator(), records[i]) for i in order]
+        merged = fn.merge_accumulators([fn.merge_accumulators(accs[:2]), accs[2], accs[3]])
+        assert fn.extract_output(merged) == expected
+    hits, size, sections, statuses, error_rate, by_hits, by_bytes, users, hosts, distinct_users = (
+        expected
+    )
+    assert (hits, size, hosts, distinct_users) == (4, 100, 3, 3)
+    assert sections == [RankedCount("/api", 2), RankedCount("/report", 1)]  # top 2, ties by name
+    assert [s.name for s in statuses] == ["2xx", "3xx", "4xx", "5xx"]
+    assert error_rate == 0.5
+    assert by_hits == [RankedCount("b", 2), RankedCount("a", 1)]
+    assert by_bytes == [RankedCount("b", 50), RankedCount("c", 40)]
+    assert users == [RankedCount("-", 2), RankedCount("u1", 1)]
+    assert fn.extract_output(fn.merge_accumulators([]))[0] == 0
+    assert fn.extract_output(fn.create_accumulator())[4] == 0.0
+
+
+def test_stats_per_ten_second_window_equal_a_direct_count():
+    rng = random.Random(4)
+    records = [
+        record(
+            1_549_573_860 + rng.randrange(60),
+            host=f"10.0.0.{rng.randrange(6)}",
+            section=rng.choice(["/api", "/report", "/static"]),
+            status=rng.choice([200, 200, 404, 500]),
+            size=rng.randrange(1000),
+        )
+        for _ in range(500)
+    ]
+    expected = {}
+    for r in records:
+        start = r.timestamp - r.timestamp % 10
+        hits, size = expected.get(start, (0, 0))
+        expected[start] = (hits + 1, size + r.bytes)
+    with direct_pipeline() as p:
+        stats = create_stamped(p, records) | ComputeTrafficStats(10, top=3)
+        assert_that(
+            stats | beam.Map(lambda s: (s.start, s.end - s.start, s.hits, s.bytes)),
+            equal_to([(start, 10, h, b) for start, (h, b) in expected.items()]),
+        )
+        assert_that(
+            stats | beam.Map(lambda s: sum(c.value for c in s.status_classes) == s.hits),
+            equal_to([True] * len(expected)),
+            label="StatusClassesAddUp",
+        )
+
+
+def test_stats_in_streaming_fire_per_window_as_the_watermark_passes():
+    rng = random.Random(8)
+    timestamps = [rng.randrange(0, 40) for _ in range(200)]
+    counts = Counter(t - t % 10 for t in timestamps)
+    early = [t for t in timestamps if t < 25]
+    late_ok = [t for t in timestamps if t >= 25]
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements(stamped([record(t) for t in early]))
+        .advance_watermark_to(20)
+        .add_elements(stamped([record(t) for t in late_ok]))
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        stats = p | stream | ComputeTrafficStats(10)
+        assert_that(stats | beam.Map(lambda s: (s.start, s.hits)), equal_to(sorted(counts.items())))

@@ -1,0 +1,303 @@
+"""The monitor job's transforms: parse access lines, stats per window, the high-traffic alert.
+
+``ParseAccessLines``: ``AccessLine`` -> ``records`` (``AccessRecord``, timestamped with its event
+time) and ``dead_letters``.
+``ComputeTrafficStats``: ``AccessRecord`` -> ``TrafficStats``, one per fixed event-time window with
+traffic (``TrafficStatsCombineFn``: counters per key, never the records).
+``DetectHighTraffic``: ``AccessRecord`` -> ``alerts`` (``Alert``) and ``late`` (``DeadLetter``).
+Per-second counts feed one keyed stateful DoFn that evaluates the rule of ``alert_rule`` second
+by second as the watermark passes (an event-time timer), the same way in batch and streaming.
+"""
+
+from collections.abc import Iterable
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from beam_tally.records import (
+    AccessLine,
+    AccessRecord,
+    DeadLetter,
+    RankedCount,
+    TrafficStats,
+    truncate_raw,
+)
+from transforms import access_log
+from transforms.alert_rule import ALERT, TrafficAlertRule
+from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
+
+RECORDS = "records"
+ALERTS = "alerts"
+LATE = "late"
+FORMATS = ("auto", "csv", "clf")
+
+
+class ParseAccessLineFn(beam.DoFn):
+    """Parses one line (``csv`` or ``clf``; ``auto`` tells them apart by the leading quote of a
+    CSV line). Header and blank lines are skipped; every other bad line is a dead letter."""
+
+    def __init__(self, fmt: str = "auto") -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+        self.fmt = fmt
+        self.records = Metrics.counter(METRICS_NAMESPACE, "records")
+
+    def process(self, line: AccessLine):
+        text = line.text
+        fmt = self.fmt
+        if fmt == "auto":
+            fmt = "csv" if text.lstrip().startswith('"') else "clf"
+        try:
+            record = access_log.parse_line(text, fmt)
+        except access_log.BadLine as bad:
+            dead = DeadLetter(line.source, line.line, str(bad.args[0]), truncate_raw(text))
+            count_dead_letter(dead)
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            return
+        if record is None:
+            return
+        self.records.inc()
+        record = AccessRecord(*record[:10], line.source, line.line)
+        yield window.TimestampedValue(record, record.timestamp)
+
+
+class ParseAccessLines(beam.PTransform):
+    """``PCollection[AccessLine]`` -> ``records`` (``AccessRecord``) and ``dead_letters``."""
+
+    def __init__(self, fmt: str = "auto") -> None:
+        super().__init__()
+        self.fmt = fmt
+
+    def expand(self, lines):
+        return lines | "Parse" >> beam.ParDo(ParseAccessLineFn(self.fmt)).with_outputs(
+            DEAD_LETTERS, main=RECORDS
+        )
+
+
+def _top(counts: dict[str, int], n: int) -> list[RankedCount]:
+    """The ``n`` largest counts, ties broken by name so the output is deterministic."""
+    ranked = sorted(counts.items())
+    ranked.sort(key=lambda item: item[1], reverse=True)
+    return [RankedCount(name, value) for name, value in ranked[:n]]
+
+
+class TrafficStatsCombineFn(beam.CombineFn):
+    """Combines ``AccessRecord``s into stats. The accumulator holds totals and a counter per
+    section, status class, host and user: its size is the number of distinct keys in a window,
+    never the number of records."""
+
+    def __init__(self, top: int = 5) -> None:
+        self.top = top
+
+    def create_accumulator(self):
+        # hits, bytes, sections, status classes, hits per host, bytes per host, hits per user
+        return [0, 0, {}, {}, {}, {}, {}]
+
+    def add_input(self, acc, record: AccessRecord):
+        acc[0] += 1
+        acc[1] += record.bytes
+        for counts, key, amount in (
+            (acc[2], record.section, 1),
+            (acc[3], f"{record.status // 100}xx", 1),
+            (acc[4], record.host, 1),
+            (acc[5], record.host, record.bytes),
+            (acc[6], record.user, 1),
+        ):
+            counts[key] = counts.get(key, 0) + amount
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[list]):
+        merged = None
+        for acc in accumulators:
+            if merged is None:
+                merged = acc
+                continue
+            merged[0] += acc[0]
+            merged[1] += acc[1]
+            for mine, theirs in zip(merged[2:], acc[2:], strict=True):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0) + value
+        return self.create_accumulator() if merged is None else merged
+
+    def compact(self, acc):
+        return acc
+
+    def extract_output(self, acc):
+        """``(hits, bytes, sections, status classes, error rate, hosts by hits, hosts by bytes,
+        users, distinct hosts, distinct users)``; the window is added by ``ComputeTrafficStats``."""
+        hits, size, sections, statuses, host_hits, host_bytes, users = acc
+        errors = statuses.get("4xx", 0) + statuses.get("5xx", 0)
+        return (
+            hits,
+            size,
+            _top(sections, self.top),
+            sorted(RankedCount(name, value) for name, value in statuses.items()),
+            errors / hits if hits else 0.0,
+            _top(host_hits, self.top),
+            _top(host_bytes, self.top),
+            _top(users, self.top),
+            len(host_hits),
+            len(users),
+        )
+
+
+class _WithWindowFn(beam.DoFn):
+    def __init__(self) -> None:
+        self.windows = Metrics.counter(METRICS_NAMESPACE, "stats_windows")
+
+    def process(self, stats, win=beam.DoFn.WindowParam):
+        self.windows.inc()
+        yield TrafficStats(int(win.start), int(win.end), *stats)
+
+
+class ComputeTrafficStats(beam.PTransform):
+    """``PCollection[AccessRecord]`` (timestamped) -> ``TrafficStats`` for every
+    ``FixedWindows(size)`` window (aligned to epoch multiples of ``size``) that has traffic."""
+
+    def __init__(self, size: int = 10, top: int = 5) -> None:
+        super().__init__()
+        self.size = size
+        self.top = top
+
+    def expand(self, records):
+        return (
+            records
+            | "StatsWindows" >> beam.WindowInto(window.FixedWindows(self.size))
+            | "Combine" >> beam.CombineGlobally(TrafficStatsCombineFn(self.top)).without_defaults()
+            | "WithWindow" >> beam.ParDo(_WithWindowFn()).with_output_types(TrafficStats)
+        )
+
+
+class CountPerSecondFn(beam.DoFn):
+    """Counts a bundle's records per event second: one ``(second, count, origins)`` element per
+    second, where ``origins`` maps each source to its line numbers (used only if they are late)."""
+
+    def start_bundle(self):
+        self.seconds: dict[int, tuple[list, dict[str, list[int]]]] = {}
+
+    def process(self, record: AccessRecord):
+        entry = self.seconds.get(record.timestamp)
+        if entry is None:
+            entry = self.seconds[record.timestamp] = ([0], {})
+        entry[0][0] += 1
+        entry[1].setdefault(record.source, []).append(record.line)
+
+    def finish_bundle(self):
+        for second, (count, origins) in self.seconds.items():
+            yield window.GlobalWindows.windowed_value(
+                ("all", (second, count[0], origins)), timestamp=second
+            )
+        self.seconds = {}
+
+
+class DetectHighTrafficFn(beam.DoFn):
+    """Keyed stateful detector over per-second counts.
+
+    A second is evaluated once the watermark has passed it (timer ``progress``, kept
+    ``max_delay`` seconds behind the newest second seen) or the input has ended (timer ``end``).
+    Counts for a second already evaluated are late: their lines leave as ``late`` dead letters.
+    """
+
+    RULE = ReadModifyWriteStateSpec("rule", PickleCoder())
+    PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
+    PROGRESS = TimerSpec("progress", TimeDomain.WATERMARK)
+    END = TimerSpec("end", TimeDomain.WATERMARK)
+
+    def __init__(self, threshold: float, window_seconds: int, max_delay: int) -> None:
+        self.threshold = threshold
+        self.window_seconds = window_seconds
+        self.max_delay = max_delay
+        self.alerts = Metrics.counter(METRICS_NAMESPACE, "alerts")
+        self.recoveries = Metrics.counter(METRICS_NAMESPACE, "recoveries")
+        self.late = Metrics.counter(METRICS_NAMESPACE, "late_lines")
+
+    def _target(self, rule: TrafficAlertRule) -> int:
+        """Where the watermark will be once the newest second is ``max_delay`` behind it."""
+        return max(rule.last_second - self.max_delay, rule.cursor or rule.last_second) + 1
+
+    def process(
+        self,
+        keyed,
+        win=beam.DoFn.WindowParam,
+        rule_state=beam.DoFn.StateParam(RULE),
+        pending=beam.DoFn.StateParam(PENDING),
+        progress=beam.DoFn.TimerParam(PROGRESS),
+        end=beam.DoFn.TimerParam(END),
+    ):
+        _, (second, count, origins) = keyed
+        rule = rule_state.read() or TrafficAlertRule(self.threshold, self.window_seconds)
+        if rule.is_late(second):
+            self.late.inc(count)
+            reason = f"late: event second {second} was already evaluated"
+            for source, lines in origins.items():
+                for line in lines:
+                    dead = DeadLetter(source, line, reason, "")
+                    count_dead_letter(dead)
+                    yield pvalue.TaggedOutput(LATE, dead)
+            return
+        rule.add(second, count)
+        rule_state.write(rule)
+        # A pending timer is never pushed later: it must fire as soon as the watermark reaches it.
+        if pending.read() is None:
+            target = self._target(rule)
+            progress.set(Timestamp(target))
+            pending.write(target)
+        end.set(win.max_timestamp())
+
+    def _evaluate(self, rule_state, until: int):
+        rule = rule_state.read()
+        changes = rule.evaluate_until(until)
+        rule_state.write(rule)
+        for change in changes:
+            (self.alerts if change.kind == ALERT else self.recoveries).inc()
+        return rule, changes
+
+    @on_timer(PROGRESS)
+    def on_progress(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        rule_state=beam.DoFn.StateParam(RULE),
+        pending=beam.DoFn.StateParam(PENDING),
+        progress=beam.DoFn.TimerParam(PROGRESS),
+    ):
+        fired_at = int(fired.micros // 1_000_000)
+        rule, changes = self._evaluate(rule_state, fired_at - 1)
+        yield from changes
+        target = self._target(rule)
+        if target > fired_at:  # newer seconds arrived meanwhile: follow the watermark to them
+            progress.set(Timestamp(target))
+            pending.write(target)
+        else:
+            pending.clear()
+
+    @on_timer(END)
+    def on_end(self, rule_state=beam.DoFn.StateParam(RULE)):
+        rule = rule_state.read()
+        yield from self._evaluate(rule_state, rule.last_second)[1]
+
+
+class DetectHighTraffic(beam.PTransform):
+    """``PCollection[AccessRecord]`` -> ``alerts`` (``Alert``, each change of state) and ``late``
+    (``DeadLetter`` per line that arrived after its second was evaluated)."""
+
+    def __init__(self, threshold: float = 10.0, window_seconds: int = 120, max_delay: int = 5):
+        super().__init__()
+        self.threshold = threshold
+        self.window_seconds = window_seconds
+        self.max_delay = max_delay
+
+    def expand(self, records):
+        return (
+            records
+            | "CountPerSecond" >> beam.ParDo(CountPerSecondFn())
+            | "Detect"
+            >> beam.ParDo(
+                DetectHighTrafficFn(self.threshold, self.window_seconds, self.max_delay)
+            ).with_outputs(LATE, main=ALERTS)
+        )
