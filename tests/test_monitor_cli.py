@@ -1,0 +1,178 @@
+"""The monitor command end to end on generated, shuffled CSV and CLF logs, against an
+independent computation (its own regexes and datetime, and the ten-line alert reference)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime
+
+import pytest
+
+from beam_tally.generate_access import generate_access
+from tests.test_alert_rule import reference_alerts
+
+CSV_LINE = re.compile(r'^"([^"]*)","([^"]*)","([^"]*)",(\d+),"(\S+) (\S+) (\S+)",(\d{3}),(\d+)$')
+CLF_LINE = re.compile(
+    r'^(\S+) (\S+) (\S+) \[([^\]]+)\] "(\S+) (\S+) (\S+)" (\d{3}) (\d+|-)( "[^"]*" "[^"]*")?$'
+)
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def independent_parse(path: str):
+    """(timestamp, bytes) of every good line, and the number of bad lines."""
+    good, bad = [], 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                bad += 1
+                continue
+            if not text.strip() or text.startswith('"remotehost"'):
+                continue
+            csv_match, clf_match = CSV_LINE.match(text), CLF_LINE.match(text)
+            if CONTROL.search(text) or not (csv_match or clf_match):
+                bad += 1
+            elif csv_match and 100 <= int(csv_match[8]) <= 599:
+                good.append((int(csv_match[4]), int(csv_match[9])))
+            elif clf_match and 100 <= int(clf_match[8]) <= 599:
+                try:
+                    when = datetime.strptime(clf_match[4], "%d/%b/%Y:%H:%M:%S %z")
+                except ValueError:  # e.g. 31/Feb
+                    bad += 1
+                    continue
+                size = 0 if clf_match[9] == "-" else int(clf_match[9])
+                good.append((int(when.timestamp()), size))
+            else:
+                bad += 1
+    return good, bad
+
+
+def shuffle_lines(path: str, seed: int) -> None:
+    """Shuffles every line but a CSV header: batch results must not depend on order."""
+    with open(path, "rb") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    header = lines[:1] if lines and lines[0].startswith(b'"remotehost"') else []
+    body = lines[len(header) :]
+    random.Random(seed).shuffle(body)
+    with open(path, "wb") as handle:
+        handle.writelines(header + body)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture(scope="module", params=["csv", "clf"])
+def monitored(request, tmp_path_factory):
+    fmt = request.param
+    data = tmp_path_factory.mktemp(f"access_{fmt}")
+    path = str(data / f"access.{'csv' if fmt == 'csv' else 'log'}")
+    written = generate_access(
+        path,
+        fmt=fmt,
+        seconds=700,
+        rate=4,
+        bursts=[(150, 140, 22), (500, 30, 40)],
+        disorder=30,
+        bad_fraction=0.02,
+        seed=17,
+        **({"utc_offset": "-0700"} if fmt == "clf" else {}),
+    )
+    shuffle_lines(path, seed=3)
+    out = str(data / "out")
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_tally", "monitor", "--input", path, "--output", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return path, out, result, written
+
+
+def test_monitor_exits_cleanly(monitored):
+    _, out, result, _ = monitored
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(out)) == ["alerts.jsonl", "dead_letters.jsonl", "stats.jsonl"]
+
+
+def test_stats_hits_and_bytes_of_every_window_equal_an_independent_count(monitored):
+    path, out, _, _ = monitored
+    good, _ = independent_parse(path)
+    expected: dict[int, list[int]] = {}
+    for timestamp, size in good:
+        entry = expected.setdefault(timestamp - timestamp % 10, [0, 0])
+        entry[0] += 1
+        entry[1] += size
+    stats = read_jsonl(os.path.join(out, "stats.jsonl"))
+    assert {s["start"]: [s["hits"], s["bytes"]] for s in stats} == expected
+    assert all(s["end"] - s["start"] == 10 for s in stats)
+    for s in stats:
+        assert sum(s["status_classes"].values()) == s["hits"]
+        hits = [e["hits"] for e in s["sections"]]
+        assert hits == sorted(hits, reverse=True) and len(hits) <= 5
+
+
+def test_alerts_equal_the_reference_rule(monitored):
+    path, out, result, _ = monitored
+    good, _ = independent_parse(path)
+    expected = reference_alerts([t for t, _ in good], 10.0, 120)
+    assert [k for k, _, _ in expected][:2] == ["alert", "recover"]  # the data has bursts
+    alerts = read_jsonl(os.path.join(out, "alerts.jsonl"))
+    assert sorted((a["kind"], a["at"], a["hits"]) for a in alerts) == sorted(expected)
+    for alert in alerts:
+        assert alert["average"] == pytest.approx(alert["hits"] / 120)
+        when = datetime.fromisoformat(alert["time"].replace("Z", "+00:00"))
+        assert int(when.timestamp()) == alert["at"]
+        verb = "triggered" if alert["kind"] == "alert" else "recovered"
+        prefix = (
+            "High traffic generated an alert"
+            if alert["kind"] == "alert"
+            else "Recovered from high traffic alert"
+        )
+        assert f"{prefix} - hits = {alert['hits']}, {verb} at {alert['time']}" in result.stdout
+
+
+def test_every_bad_line_is_one_dead_letter(monitored):
+    path, out, result, written = monitored
+    _, bad = independent_parse(path)
+    dead = read_jsonl(os.path.join(out, "dead_letters.jsonl"))
+    assert len(dead) == bad == written["bad"]
+    assert all(d["source"] == path and isinstance(d["where"], int) for d in dead)
+    assert len({d["where"] for d in dead}) == len(dead)  # one per line
+    assert f"{bad:,} dead letters" in result.stdout
+    assert Counter(d["reason"].split(":")[0] for d in dead)["late"] == 0  # batch: never late
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["monitor", "--output", "o"], "--input is required"),
+        (["monitor", "--input", "/nonexistent/*.log", "--output", "o"], "matches no file"),
+        (["monitor", "--input", "x", "--output", "o", "--format", "json"], "invalid choice"),
+        (["monitor", "--input", "x", "--output", "o", "--stats_window", "0"], "positive"),
+        (["monitor", "--input", "x", "--output", "o", "--threshold", "-1"], "--threshold"),
+    ],
+)
+def test_monitor_bad_command_lines(argv, fragment, tmp_path):
+    (tmp_path / "x").write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_tally", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert fragment in result.stderr
