@@ -36,6 +36,7 @@ RECORDS = "records"
 ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
 class ParseAccessLineFn(beam.DoFn):
@@ -100,16 +101,17 @@ class TrafficStatsCombineFn(beam.CombineFn):
         return [0, 0, {}, {}, {}, {}, {}]
 
     def add_input(self, acc, record: AccessRecord):
+        _, _, _, _, _, _, section, _, status, size = record[:10]
+        host, user = record[0], record[2]
         acc[0] += 1
-        acc[1] += record.bytes
-        for counts, key, amount in (
-            (acc[2], record.section, 1),
-            (acc[3], f"{record.status // 100}xx", 1),
-            (acc[4], record.host, 1),
-            (acc[5], record.host, record.bytes),
-            (acc[6], record.user, 1),
-        ):
-            counts[key] = counts.get(key, 0) + amount
+        acc[1] += size
+        sections, statuses, host_hits, host_bytes, users = acc[2:]
+        sections[section] = sections.get(section, 0) + 1
+        status_class = _STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"
+        statuses[status_class] = statuses.get(status_class, 0) + 1
+        host_hits[host] = host_hits.get(host, 0) + 1
+        host_bytes[host] = host_bytes.get(host, 0) + size
+        users[user] = users.get(user, 0) + 1
         return acc
 
     def merge_accumulators(self, accumulators: Iterable[list]):
