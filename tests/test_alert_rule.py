@@ -87,3 +87,16 @@ def test_late_second_is_refused_once_evaluated():
     assert not rule.is_late(6)  # never evaluated: seconds after the last event stay open
     with pytest.raises(ValueError, match="already evaluated"):
         rule.add(4)
+
+
+def test_a_far_future_line_does_not_make_the_rule_walk_the_gap():
+    timestamps = [*[5] * 30, 253_402_300_799]  # 9999-12-31T23:59:59Z
+    # 30 hits at second 5 (average 3 > 1) alert; the window empties at 15 and recovers; the
+    # lone far-future hit (average 0.1) changes nothing. (The reference would walk the gap.)
+    assert run_rule(timestamps, 1.0, 10) == [(ALERT, 5, 30), (RECOVER, 15, 0)]
+    assert reference_alerts([*[5] * 30, 40], 1.0, 10) == [(ALERT, 5, 30), (RECOVER, 15, 0)]
+    # And the gap never costs a step per second (this would take hours otherwise).
+    rule = TrafficAlertRule(0.0, 120)
+    rule.add(0)
+    rule.add(10**12)
+    assert [c.at for c in rule.evaluate_until(10**12)] == [0, 120, 10**12]

@@ -187,18 +187,6 @@ def test_in_process_run_matches_and_is_repeatable(sample, tmp_path, capsys):
     assert "summary:" in capsys.readouterr().out
 
 
-def test_multi_process_workers_give_the_same_result(sample, tmp_path, capsys):
-    pattern = os.path.join(sample, "logs_0*.json")
-    out = str(tmp_path / "multi")
-    argv = ["tally", "--input", pattern, "--output", out, "--print_limit", "0"]
-    assert main([*argv, "--direct_num_workers=2", "--direct_running_mode=multi_processing"]) == 0
-    expected, _ = independent_tally(pattern)
-    tallies = read_lines(os.path.join(out, "tallies.jsonl"))
-    assert {t["source"]: {e["email"]: e["total"] for e in t["tally"]} for t in tallies} == {
-        path: dict(counts) for path, counts in expected.items()
-    }
-
-
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [

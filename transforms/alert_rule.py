@@ -47,7 +47,15 @@ class TrafficAlertRule:
         end = min(until, self.last_second)
         changes: list[Alert] = []
         counts, window, limit = self.counts, self.window, self.threshold
-        for t in range(self.cursor, end + 1):
+        t = self.cursor
+        while t <= end:
+            if self.running == 0 and not self.active and t not in counts:
+                # Silence with nothing in the window: no change is possible before the next
+                # second with traffic, so jump to it (a lone far-future line costs O(1), not
+                # one step per second of the gap).
+                t = min((s for s in counts if s > t), default=end + 1)
+                if t > end:
+                    break
             self.running += counts.get(t, 0) - counts.pop(t - window, 0)
             average = self.running / window
             if not self.active and average > limit:
@@ -56,6 +64,7 @@ class TrafficAlertRule:
             elif self.active and average <= limit:
                 self.active = False
                 changes.append(Alert(RECOVER, t, self.running, average))
+            t += 1
         if end >= self.cursor:
             self.cursor = end + 1
         return changes

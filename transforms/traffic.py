@@ -53,7 +53,7 @@ class ParseAccessLineFn(beam.DoFn):
         text = line.text
         fmt = self.fmt
         if fmt == "auto":
-            fmt = "csv" if text.lstrip().startswith('"') else "clf"
+            fmt = "csv" if text.lstrip("\ufeff \t").startswith('"') else "clf"
         try:
             record = access_log.parse_line(text, fmt)
         except access_log.BadLine as bad:
