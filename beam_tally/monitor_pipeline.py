@@ -17,6 +17,7 @@ from beam_tally import console, metrics
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole, matching_files
 from beam_tally.options import IOOptions, MonitorOptions, UsageError, parse_pipeline_args, require
 from beam_tally.records import alert_json, dead_letter_json, stats_json
+from beam_tally.runtime import tune_gc
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
 from transforms.traffic import (
     ALERTS,
@@ -43,7 +44,8 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     opts = options.view_as(MonitorOptions)
 
     read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input)
-    parsed = read["lines"] | "ParseAccessLines" >> ParseAccessLines(opts.format)
+    # Both consumers take event time from AccessRecord.timestamp: no per-record stamping.
+    parsed = read["lines"] | "ParseAccessLines" >> ParseAccessLines(opts.format, event_time=False)
     records = parsed[RECORDS]
     stats = records | "ComputeTrafficStats" >> ComputeTrafficStats(opts.stats_window, opts.top)
     detected = records | "DetectHighTraffic" >> DetectHighTraffic(
@@ -95,9 +97,11 @@ def run(argv: list[str]) -> int:
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        build_monitor_pipeline(p, options)
-    result = p.result
+    p = beam.Pipeline(options=options)
+    build_monitor_pipeline(p, options)
+    tune_gc()
+    result = p.run()
+    result.wait_until_finish()
     print(
         console.format_monitor_summary(
             metrics.counters(result, METRICS_NAMESPACE),

@@ -23,6 +23,7 @@ from beam_tally.records import (
     file_tally_json,
     global_tally_json,
 )
+from beam_tally.runtime import tune_gc
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
@@ -108,9 +109,11 @@ def run(argv: list[str]) -> int:
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)  # through Beam, so gs://, s3:// and local paths all work
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        build_tally_pipeline(p, options)
-    result = p.result
+    p = beam.Pipeline(options=options)
+    build_tally_pipeline(p, options)
+    tune_gc()
+    result = p.run()
+    result.wait_until_finish()
     seconds = time.perf_counter() - started
     counters = metrics.counters(result, METRICS_NAMESPACE)
     print(

@@ -262,7 +262,7 @@ def _split_csv(text: str) -> list[str]:
         position = field.end()
 
 
-def _parse_csv_careful(text: str) -> AccessRecord | None:
+def _parse_csv_careful(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
     text = _normalised(text)
     if not text:
         return None
@@ -286,14 +286,16 @@ def _parse_csv_careful(text: str) -> AccessRecord | None:
         protocol,
         _status(status),
         _bytes(size),
+        source,
+        line,
     )
 
 
-def parse_csv_line(text: str) -> AccessRecord | None:
+def parse_csv_line(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
     """One line of the exercise's CSV; ``None`` for a blank line or the header row."""
     match = _CSV_FAST.fullmatch(text)
     if match is None:
-        return _parse_csv_careful(text)
+        return _parse_csv_careful(text, source, line)
     host, ident, user, date, method, target, protocol, status, size = match.groups()
     timestamp = int(date)
     if timestamp > MAX_TIMESTAMP:
@@ -309,11 +311,13 @@ def parse_csv_line(text: str) -> AccessRecord | None:
         protocol or "",
         int(status),
         int(size),
+        source,
+        line,
     )
 
 
 # --- CLF -----------------------------------------------------------------------------------------
-def _parse_clf_careful(text: str) -> AccessRecord | None:
+def _parse_clf_careful(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
     text = _normalised(text)
     if not text:
         return None
@@ -344,14 +348,16 @@ def _parse_clf_careful(text: str) -> AccessRecord | None:
         protocol,
         _status(rest[0]),
         _bytes(rest[1]),
+        source,
+        line,
     )
 
 
-def parse_clf_line(text: str) -> AccessRecord | None:
+def parse_clf_line(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
     """One Common (or Combined) Log Format line; ``None`` for a blank line."""
     match = _CLF_FAST.fullmatch(text)
     if match is None:
-        return _parse_clf_careful(text)
+        return _parse_clf_careful(text, source, line)
     host, ident, user, date, method, target, protocol, status, size = match.groups()
     return AccessRecord(
         host,
@@ -364,6 +370,8 @@ def parse_clf_line(text: str) -> AccessRecord | None:
         protocol or "",
         int(status),
         0 if size == "-" else int(size),
+        source,
+        line,
     )
 
 
@@ -371,13 +379,14 @@ def parse_clf_line(text: str) -> AccessRecord | None:
 _PARSERS = {CSV: parse_csv_line, CLF: parse_clf_line}
 
 
-def parse_line(text: str, fmt: str) -> AccessRecord | None:
-    """``parse_csv_line`` or ``parse_clf_line`` by ``fmt`` (``"csv"`` or ``"clf"``)."""
+def parse_line(text: str, fmt: str, source: str = "", line: int = 0) -> AccessRecord | None:
+    """``parse_csv_line`` or ``parse_clf_line`` by ``fmt`` (``"csv"`` or ``"clf"``); ``source``
+    and ``line`` are recorded in the record."""
     try:
         parser = _PARSERS[fmt]
     except KeyError:
         raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}") from None
-    return parser(text)
+    return parser(text, source, line)
 
 
 def _csv_shaped(text: str) -> bool:

@@ -10,6 +10,7 @@ by second as the watermark passes (an event-time timer), the same way in batch a
 """
 
 from collections.abc import Iterable
+from typing import Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -30,6 +31,7 @@ from beam_tally.records import (
 )
 from transforms import access_log
 from transforms.alert_rule import ALERT, TrafficAlertRule
+from transforms.list_batches import LineList, RecordList
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
 RECORDS = "records"
@@ -37,12 +39,16 @@ ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
-_new_tuple = tuple.__new__  # builds a NamedTuple from a tuple without its Python __new__
 
 
 class ParseAccessLineFn(beam.DoFn):
-    """Parses one line (``csv`` or ``clf``; ``auto`` tells them apart by the leading quote of a
-    CSV line). Header and blank lines are skipped; every other bad line is a dead letter."""
+    """Parses lines (``csv`` or ``clf``; ``auto`` tells them apart by the leading quote of a
+    CSV line). Header and blank lines are skipped; every other bad line is a dead letter.
+
+    Lines are parsed a batch at a time (Beam's Batched DoFns): records leave as lists, and dead
+    letters as lists on their own tag, so no per-line element crosses Beam's machinery between
+    here and the batch-aware consumers; element-wise consumers still see one element per line.
+    """
 
     def __init__(self, fmt: str = "auto") -> None:
         if fmt not in FORMATS:
@@ -50,36 +56,70 @@ class ParseAccessLineFn(beam.DoFn):
         self.fmt = fmt
         self.records = Metrics.counter(METRICS_NAMESPACE, "records")
 
-    def process(self, line: AccessLine):
-        text = line.text
-        fmt = self.fmt
-        if fmt == "auto":
-            fmt = "csv" if text.lstrip("\ufeff \t").startswith('"') else "clf"
-        try:
-            record = access_log.parse_line(text, fmt)
-        except access_log.BadLine as bad:
-            dead = DeadLetter(line.source, line.line, str(bad.args[0]), truncate_raw(text))
-            count_dead_letter(dead)
+    def infer_output_type(self, input_type):
+        return AccessRecord
+
+    def _parse(self, lines) -> tuple[list[AccessRecord], list[DeadLetter]]:
+        records: list[AccessRecord] = []
+        dead_letters: list[DeadLetter] = []
+        auto = self.fmt == "auto"
+        parse = access_log.parse_line
+        for source, number, text in lines:
+            fmt = self.fmt
+            if auto:
+                fmt = "csv" if text.lstrip("\ufeff \t").startswith('"') else "clf"
+            try:
+                record = parse(text, fmt, source, number)
+            except access_log.BadLine as bad:
+                dead = DeadLetter(source, number, str(bad.args[0]), truncate_raw(text))
+                count_dead_letter(dead)
+                dead_letters.append(dead)
+                continue
+            if record is not None:
+                records.append(record)
+        self.records.inc(len(records))
+        return records, dead_letters
+
+    def process(self, line: AccessLine) -> Iterator[AccessRecord]:
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
+        records, dead_letters = self._parse([line])
+        for dead in dead_letters:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
-            return
-        if record is None:
-            return
-        self.records.inc()
-        record = _new_tuple(AccessRecord, (*record[:10], line.source, line.line))
-        yield window.TimestampedValue(record, record.timestamp)
+        yield from records
+
+    @beam.DoFn.yields_batches
+    def process_batch(self, lines: LineList) -> Iterator[RecordList]:
+        records, dead_letters = self._parse(lines)
+        if dead_letters:
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letters)
+        if records:
+            yield RecordList(records)
 
 
 class ParseAccessLines(beam.PTransform):
-    """``PCollection[AccessLine]`` -> ``records`` (``AccessRecord``) and ``dead_letters``."""
+    """``PCollection[AccessLine]`` -> ``records`` (``AccessRecord``) and ``dead_letters``.
 
-    def __init__(self, fmt: str = "auto") -> None:
+    With ``event_time`` (the default) each record is timestamped with its event time. The
+    monitor turns it off: its consumers take event time from ``AccessRecord.timestamp`` and
+    timestamp their own per-window and per-second partials, and stamping a million records one
+    by one costs more than parsing them.
+    """
+
+    def __init__(self, fmt: str = "auto", event_time: bool = True) -> None:
         super().__init__()
         self.fmt = fmt
+        self.event_time = event_time
 
     def expand(self, lines):
-        return lines | "Parse" >> beam.ParDo(ParseAccessLineFn(self.fmt)).with_outputs(
+        parsed = lines | "Parse" >> beam.ParDo(ParseAccessLineFn(self.fmt)).with_outputs(
             DEAD_LETTERS, main=RECORDS
         )
+        records = parsed[RECORDS]
+        if self.event_time:
+            records = records | "StampEventTime" >> beam.Map(
+                lambda r: window.TimestampedValue(r, r.timestamp)
+            ).with_output_types(AccessRecord)
+        return {RECORDS: records, DEAD_LETTERS: parsed[DEAD_LETTERS]}
 
 
 def _top(counts: dict[str, int], n: int) -> list[RankedCount]:
@@ -162,12 +202,23 @@ class PartialStatsFn(beam.DoFn):
     def start_bundle(self):
         self.partials: dict[int, list] = {}
 
+    def _add(self, records) -> None:
+        partials, size, add = self.partials, self.size, self.combine_fn.add_input
+        for record in records:
+            start = record.timestamp - record.timestamp % size
+            acc = partials.get(start)
+            if acc is None:
+                acc = partials[start] = self.combine_fn.create_accumulator()
+            add(acc, record)
+
     def process(self, record: AccessRecord):
-        start = record.timestamp - record.timestamp % self.size
-        acc = self.partials.get(start)
-        if acc is None:
-            acc = self.partials[start] = self.combine_fn.create_accumulator()
-        self.combine_fn.add_input(acc, record)
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
+        self._add((record,))
+
+    @beam.DoFn.yields_elements
+    def process_batch(self, records: RecordList):
+        self._add(records)
+        return iter(())
 
     def finish_bundle(self):
         for start, acc in self.partials.items():
@@ -230,23 +281,35 @@ class ComputeTrafficStats(beam.PTransform):
 
 
 class CountPerSecondFn(beam.DoFn):
-    """Counts a bundle's records per event second: one ``(second, count, origins)`` element per
-    second, where ``origins`` maps each source to its line numbers (used only if they are late)."""
+    """Counts a bundle's records per event second: one element per bundle, ``{second: ([count],
+    origins)}``, where ``origins`` maps each source to its line numbers (used only if late)."""
 
     def start_bundle(self):
         self.seconds: dict[int, tuple[list, dict[str, list[int]]]] = {}
 
+    def _add(self, records) -> None:
+        seconds = self.seconds
+        for record in records:
+            entry = seconds.get(record.timestamp)
+            if entry is None:
+                entry = seconds[record.timestamp] = ([0], {})
+            entry[0][0] += 1
+            entry[1].setdefault(record.source, []).append(record.line)
+
     def process(self, record: AccessRecord):
-        entry = self.seconds.get(record.timestamp)
-        if entry is None:
-            entry = self.seconds[record.timestamp] = ([0], {})
-        entry[0][0] += 1
-        entry[1].setdefault(record.source, []).append(record.line)
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
+        self._add((record,))
+
+    @beam.DoFn.yields_elements
+    def process_batch(self, records: RecordList):
+        self._add(records)
+        return iter(())
 
     def finish_bundle(self):
-        for second, (count, origins) in self.seconds.items():
+        if self.seconds:
+            # One element for the whole bundle, at its earliest second (the watermark hold).
             yield window.GlobalWindows.windowed_value(
-                ("all", (second, count[0], origins)), timestamp=second
+                ("all", self.seconds), timestamp=min(self.seconds)
             )
         self.seconds = {}
 
@@ -285,18 +348,21 @@ class DetectHighTrafficFn(beam.DoFn):
         progress=beam.DoFn.TimerParam(PROGRESS),
         end=beam.DoFn.TimerParam(END),
     ):
-        _, (second, count, origins) = keyed
+        _, seconds = keyed
         rule = rule_state.read() or TrafficAlertRule(self.threshold, self.window_seconds)
-        if rule.is_late(second):
-            self.late.inc(count)
-            reason = f"late: event second {second} was already evaluated"
-            for source, lines in origins.items():
-                for line in lines:
-                    dead = DeadLetter(source, line, reason, "")
-                    count_dead_letter(dead)
-                    yield pvalue.TaggedOutput(LATE, dead)
+        for second, ((count,), origins) in sorted(seconds.items()):
+            if rule.is_late(second):
+                self.late.inc(count)
+                reason = f"late: event second {second} was already evaluated"
+                for source, lines in origins.items():
+                    for line in lines:
+                        dead = DeadLetter(source, line, reason, "")
+                        count_dead_letter(dead)
+                        yield pvalue.TaggedOutput(LATE, dead)
+            else:
+                rule.add(second, count)
+        if rule.last_second is None:  # everything was late
             return
-        rule.add(second, count)
         rule_state.write(rule)
         # A pending timer is never pushed later: it must fire as soon as the watermark reaches it.
         if pending.read() is None:
