@@ -63,14 +63,18 @@ def worker(kind: str, data: str, out: str, profile: str | None) -> None:
         import apache_beam as beam
         from apache_beam.options.pipeline_options import PipelineOptions
 
+        from beam_tally.runtime import tune_gc
         from beam_tally.tally_pipeline import build_tally_pipeline
 
         argv = ["--runner=DirectRunner", "--input", pattern, "--output", out, "--print_limit", "0"]
 
         def work() -> None:
             options = PipelineOptions(argv)
-            with beam.Pipeline(options=options) as p:
-                build_tally_pipeline(p, options)
+            # Exactly what the CLI's run() does: build, tune the GC, run.
+            p = beam.Pipeline(options=options)
+            build_tally_pipeline(p, options)
+            tune_gc()
+            p.run().wait_until_finish()
 
     else:
         sys.path.insert(0, HERE)

@@ -1,0 +1,578 @@
+"""Benchmark of the monitor job against a plain-Python baseline (benchmarks/plain_monitor.py).
+
+    .venv/bin/python benchmarks/bench_monitor.py [--repeats 3] [--goaccess_repeats 3]
+        [--whole_repeats 3] [--skip_goaccess] [--skip_whole]
+
+Three checks, each measurement in a fresh child process (peak RSS from ``os.wait4``):
+
+* in-process ratio: ``build_monitor_pipeline`` on the DirectRunner vs
+  ``plain_monitor.monitor_files`` over ~1,000,000 CSV lines (one day of traffic), timing only
+  the work (imports excluded), alternating, median of ``--repeats``; then the outputs are
+  compared (stats per window, alerts and dead-letter counts must be equal);
+* GoAccess (the ``goaccess`` command, used when it is on PATH; skipped with a message if not):
+  ``goaccess --log-format=COMBINED -o report.json`` vs the whole ``beam-tally monitor --format
+  clf`` process over the same traffic written as Combined Log Format, wall time including
+  start-up (GoAccess is a C program: its start-up is negligible), alternating, median of
+  ``--goaccess_repeats``; beam-tally's CLF outputs are checked against the baseline's;
+* whole process: ``beam-tally monitor`` vs ``python benchmarks/plain_monitor.py`` over ~1.1M
+  CSV lines, wall time from here including interpreter start-up, median of ``--whole_repeats``.
+
+The traffic (``beam_tally.generate_access``): ``--rate`` lines/s with a burst of
+``--burst_rate`` lines/s for ``--burst_seconds`` every ``--burst_every`` seconds, so that the
+default alert rule (above 10 req/s over 120 s) fires and recovers after each burst; lines up to
+``--disorder`` s out of order, a ``--bad_fraction`` of bad lines. Data sets are generated under
+``bench_data/`` (one subdirectory per file, reused when its manifest matches). Exit status 1 if
+a run fails or the outputs differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MANIFEST = "manifest.json"
+
+
+class BenchError(Exception):
+    """A run failed, timed out, or produced different outputs."""
+
+
+# --- the child: one measurement -------------------------------------------------------------
+
+
+def generate_worker(path: str, params: str) -> None:
+    from beam_tally.generate_access import generate_access
+
+    params = json.loads(params)
+    params["bursts"] = [tuple(burst) for burst in params["bursts"]]
+    print(json.dumps(generate_access(path, **params)))
+
+
+def worker(kind: str, data: str, out: str, fmt: str, profile: str | None) -> None:
+    """Runs one measurement and prints ``{"seconds": ...}``; imports are not timed."""
+    os.makedirs(out, exist_ok=True)
+    if kind == "pipeline":
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        from beam_tally.monitor_pipeline import build_monitor_pipeline
+        from beam_tally.runtime import tune_gc
+
+        argv = ["--runner=DirectRunner", "--input", data, "--output", out, "--format", fmt]
+
+        def work() -> None:
+            options = PipelineOptions(argv)
+            # Exactly what the CLI's run() does: build, tune the GC, run.
+            p = beam.Pipeline(options=options)
+            build_monitor_pipeline(p, options)
+            tune_gc()
+            p.run().wait_until_finish()
+
+    else:
+        sys.path.insert(0, HERE)
+        import plain_monitor
+
+        def work() -> None:
+            plain_monitor.monitor_files([data], out, fmt=fmt)
+
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        started = time.perf_counter()
+        if profiler:
+            profiler.runcall(work)
+        else:
+            work()
+        seconds = time.perf_counter() - started
+    if profiler:
+        profiler.dump_stats(profile)
+    print(json.dumps({"seconds": seconds}))
+
+
+# --- the parent: children, data, report ----------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    rss_mib: float
+    stdout: str
+
+
+def run_child(cmd: list[str], timeout: float, *, capture_stdout: bool = True) -> Run:
+    """Runs ``cmd`` in its own process group; wall seconds and peak RSS (``ru_maxrss``).
+
+    The group is killed if the child outlives ``timeout``. On Linux a child's ``ru_maxrss``
+    starts from this process's own peak RSS (the high-water mark survives fork and exec), so
+    this process must stay small: data generation runs in a child too, and outputs are compared
+    in a child as well.
+    """
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out if capture_stdout else subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+
+        def kill() -> None:
+            timed_out.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            # Wait without reaping, so the pid cannot be reused before the timer is cancelled.
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        except BaseException:
+            kill()
+            raise
+        finally:
+            timer.cancel()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    if timed_out.is_set():
+        raise BenchError(f"timed out after {timeout:.0f} s and killed: {' '.join(cmd)}")
+    if proc.returncode != 0:
+        tail = "\n".join(stderr.strip().splitlines()[-25:])
+        raise BenchError(f"exit status {proc.returncode}: {' '.join(cmd)}\n{tail}")
+    return Run(seconds, usage.ru_maxrss / 1024, stdout)
+
+
+@dataclass
+class DataSet:
+    path: str
+    fmt: str
+    lines: int
+    good: int
+    bad: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.lines:,} {self.fmt} lines"
+
+
+def traffic(args, seconds: int) -> dict:
+    """``generate_access`` arguments for ``seconds`` of traffic with the bursts of ``args``."""
+    bursts = []
+    start = args.burst_every // 2
+    while start + args.burst_seconds <= seconds:
+        bursts.append([start, args.burst_seconds, args.burst_rate])
+        start += args.burst_every
+    return {
+        "seconds": seconds,
+        "rate": args.rate,
+        "bursts": bursts,
+        "disorder": args.disorder,
+        "bad_fraction": args.bad_fraction,
+        "seed": args.seed,
+    }
+
+
+def prepare(root: str, fmt: str, seconds: int, args) -> tuple[DataSet, str]:
+    """Generates the file, or reuses it when its manifest and size match."""
+    params = {"fmt": fmt, **traffic(args, seconds)}
+    path = os.path.join(root, f"access_{fmt}_{seconds}s_seed{args.seed}")
+    data_file = os.path.join(path, f"access.{fmt}")
+    manifest_path = os.path.join(path, MANIFEST)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        with open(manifest_path) as handle:
+            manifest = json.load(handle)
+        written = manifest["written"]
+        if manifest.get("params") == params and os.path.getsize(data_file) == manifest["size"]:
+            data = DataSet(data_file, fmt, written["lines"], written["good"], written["bad"])
+            return data, f"reused ({data.bad:,} bad)"
+    for stale in (data_file, manifest_path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
+    os.makedirs(path, exist_ok=True)
+    # In a child, like every measurement, so that this process stays small (see run_child).
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "generate", "--data", data_file]
+    run = run_child([*cmd, "--params", json.dumps(params)], args.timeout)
+    written = json.loads(run.stdout.strip().splitlines()[-1])
+    with open(manifest_path, "w") as handle:
+        json.dump(
+            {"params": params, "written": written, "size": os.path.getsize(data_file)}, handle
+        )
+    data = DataSet(data_file, fmt, written["lines"], written["good"], written["bad"])
+    return data, f"generated in {run.seconds:.1f} s ({data.bad:,} bad)"
+
+
+def measure(kind: str, data: DataSet, out: str, timeout: float) -> Run:
+    script = os.path.abspath(__file__)
+    cmd = [sys.executable, script, "--worker", kind, "--data", data.path, "--out", out]
+    run = run_child([*cmd, "--format", data.fmt], timeout)
+    try:
+        run.seconds = json.loads(run.stdout.strip().splitlines()[-1])["seconds"]
+    except (IndexError, ValueError, KeyError) as err:
+        raise BenchError(f"{kind} worker printed no result: {run.stdout[-500:]!r}") from err
+    return run
+
+
+def _jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def compare_worker(pipeline_dir: str, baseline_dir: str) -> None:
+    try:
+        print(json.dumps({"ok": True, "note": compare_outputs(pipeline_dir, baseline_dir)}))
+    except BenchError as err:
+        print(json.dumps({"ok": False, "note": str(err)}))
+
+
+def compare(pipeline_dir: str, baseline_dir: str, timeout: float) -> str:
+    """``compare_outputs`` in a child (see run_child); raises BenchError if the outputs differ."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "compare"]
+    run = run_child([*cmd, "--data", baseline_dir, "--out", pipeline_dir], timeout)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    if not result["ok"]:
+        raise BenchError(result["note"])
+    return result["note"]
+
+
+def compare_outputs(pipeline_dir: str, baseline_dir: str) -> str:
+    """Raises BenchError unless the pipeline's outputs match the baseline's; returns a note.
+
+    Required: the same stats windows with the same (start, hits, bytes); the same alerts as
+    (kind, at, hits); as many dead letters. Reported: whether every other stats field, the
+    alert averages and the dead-letter reasons are equal as well.
+    """
+    outputs = []
+    for directory in (pipeline_dir, baseline_dir):
+        stats = {s["start"]: s for s in _jsonl(os.path.join(directory, "stats.jsonl"))}
+        alerts = sorted(_jsonl(os.path.join(directory, "alerts.jsonl")), key=lambda a: a["at"])
+        dead = _jsonl(os.path.join(directory, "dead_letters.jsonl"))
+        outputs.append((stats, alerts, dead))
+    (p_stats, p_alerts, p_dead), (b_stats, b_alerts, b_dead) = outputs
+    problems = []
+
+    def key(s: dict) -> tuple:
+        return (s["start"], s["hits"], s["bytes"])
+
+    p_keys = sorted(key(s) for s in p_stats.values())
+    b_keys = sorted(key(s) for s in b_stats.values())
+    if p_keys != b_keys:
+        differ = sorted(set(p_keys) ^ set(b_keys))
+        problems.append(
+            f"stats differ: {len(p_keys):,} vs {len(b_keys):,} windows, "
+            f"{len(differ):,} (start, hits, bytes) not in both, first {differ[:2]}"
+        )
+    p_alert_keys = [(a["kind"], a["at"], a["hits"]) for a in p_alerts]
+    b_alert_keys = [(a["kind"], a["at"], a["hits"]) for a in b_alerts]
+    if p_alert_keys != b_alert_keys:
+        problems.append(f"alerts differ: {p_alert_keys[:4]} vs {b_alert_keys[:4]}")
+    if len(p_dead) != len(b_dead):
+        problems.append(f"dead letters: {len(p_dead):,} vs {len(b_dead):,}")
+    if problems:
+        raise BenchError(
+            f"outputs differ: {'; '.join(problems)} ({pipeline_dir} vs {baseline_dir})"
+        )
+    other = sum(p_stats[start] != b_stats[start] for start in b_stats)
+    reasons = [Counter(d["reason"].split(":", 1)[0] for d in dead) for dead in (p_dead, b_dead)]
+    extra = [
+        "all stats fields equal" if not other else f"{other:,} windows differ in other fields",
+        "averages equal" if p_alerts == b_alerts else "alert averages or times differ",
+        "reasons equal" if reasons[0] == reasons[1] else "dead-letter reasons differ",
+    ]
+    hits = sum(s["hits"] for s in b_stats.values())
+    alerts = sum(a["kind"] == "alert" for a in b_alerts)
+    return (
+        f"{len(b_stats):,} windows, {hits:,} hits, {alerts} alerts, "
+        f"{len(b_alerts) - alerts} recoveries, {len(b_dead):,} dead letters; {', '.join(extra)}"
+    )
+
+
+def versions_worker() -> None:
+    import importlib.metadata
+
+    versions = []
+    for dist in ("apache-beam", "orjson"):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{dist} ?")
+    print(", ".join(versions))
+
+
+def goaccess_version(goaccess: str, timeout: float) -> str:
+    try:
+        first = run_child([goaccess, "--version"], timeout).stdout.strip().splitlines()[0]
+    except (BenchError, IndexError, OSError):
+        return "goaccess ?"
+    return first.replace("GoAccess - ", "goaccess ").rstrip(".")
+
+
+def machine(timeout: float) -> str:
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "versions"]
+    versions = run_child(cmd, timeout).stdout.strip()
+    goaccess = shutil.which("goaccess")
+    versions += f", {goaccess_version(goaccess, timeout)}" if goaccess else ", no goaccess"
+    return (
+        f"{cpus} CPUs ({usable} usable), {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, {versions}"
+    )
+
+
+def _mib(value: float) -> str:
+    return f"{value:,.0f} MiB"
+
+
+def _cli() -> str:
+    cli = os.path.join(os.path.dirname(sys.executable), "beam-tally")
+    return cli if os.path.exists(cli) else shutil.which("beam-tally") or cli
+
+
+def in_process(args, data: DataSet, tmp: str) -> tuple[float, float]:
+    """Alternating pipeline/baseline runs; returns (ratio, pipeline lines/s)."""
+    print(f"\nin-process: {data.label}, {args.repeats} runs each, alternating (median)")
+    runs: dict[str, list[Run]] = {"pipeline": [], "baseline": []}
+    for i in range(args.repeats):
+        for kind in ("pipeline", "baseline"):
+            run = measure(kind, data, os.path.join(tmp, f"inproc_{kind}_{i}"), args.timeout)
+            runs[kind].append(run)
+            print(f"  run {i + 1} {kind:<8} {run.seconds:7.2f} s  peak RSS {_mib(run.rss_mib)}")
+    medians = {}
+    for kind, kind_runs in runs.items():
+        medians[kind] = statistics.median(r.seconds for r in kind_runs)
+        rss = max(r.rss_mib for r in kind_runs)
+        print(
+            f"  {kind:<8} median {medians[kind]:7.2f} s  {data.lines / medians[kind]:>10,.0f} "
+            f"lines/s  peak RSS {_mib(rss)}"
+        )
+    ratio = medians["pipeline"] / medians["baseline"]
+    print(f"  ratio pipeline/baseline {ratio:.2f}")
+    baseline_dir = os.path.join(tmp, "inproc_baseline_0")
+    for i in range(args.repeats):
+        note = compare(os.path.join(tmp, f"inproc_pipeline_{i}"), baseline_dir, args.timeout)
+    print(f"  correctness: OK, all {args.repeats} pipeline runs match the baseline ({note})")
+    return ratio, data.lines / medians["pipeline"]
+
+
+def goaccess_check(args, data: DataSet, tmp: str) -> tuple[float, float] | None:
+    """Alternating GoAccess / ``beam-tally monitor`` runs over CLF; (goaccess, beam) lines/s."""
+    goaccess = shutil.which("goaccess")
+    if goaccess is None:
+        print("\ngoaccess: not installed (no 'goaccess' on PATH; e.g. apt-get install goaccess)")
+        return None
+    print(
+        f"\ngoaccess vs beam-tally: {data.label} (Combined Log Format), whole processes, "
+        f"{args.goaccess_repeats} runs each, alternating (median)"
+    )
+    commands = {
+        "goaccess": [goaccess, data.path, "--log-format=COMBINED", "--no-global-config"],
+        "beam-tally": [_cli(), "monitor", "--input", data.path, "--format", "clf"],
+    }
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
+    for i in range(args.goaccess_repeats):
+        for name, command in commands.items():
+            out = os.path.join(tmp, f"clf_{name}_{i}")
+            os.makedirs(out, exist_ok=True)
+            if name == "goaccess":
+                cmd = [*command, "-o", os.path.join(out, "report.json")]
+            else:
+                cmd = [*command, "--output", out]
+            run = run_child(cmd, args.timeout, capture_stdout=False)
+            runs[name].append(run)
+            print(f"  run {i + 1} {name:<10} {run.seconds:7.2f} s  peak RSS {_mib(run.rss_mib)}")
+    rates = {}
+    for name, name_runs in runs.items():
+        seconds = statistics.median(r.seconds for r in name_runs)
+        rates[name] = data.lines / seconds
+        print(
+            f"  {name:<10} median {seconds:7.2f} s  {rates[name]:>10,.0f} lines/s "
+            "(wall, with start-up)"
+        )
+    with open(os.path.join(tmp, "clf_goaccess_0", "report.json"), encoding="utf-8") as handle:
+        general = json.load(handle)["general"]
+    print(
+        f"  goaccess counted {general['total_requests']:,} requests, "
+        f"{general['valid_requests']:,} valid, {general['failed_requests']:,} failed"
+    )
+    baseline_dir = os.path.join(tmp, "clf_baseline")
+    measure("baseline", data, baseline_dir, args.timeout)
+    note = compare(os.path.join(tmp, "clf_beam-tally_0"), baseline_dir, args.timeout)
+    print(f"  correctness: OK, beam-tally's CLF outputs match the baseline's ({note})")
+    return rates["goaccess"], rates["beam-tally"]
+
+
+def whole_process(args, data: DataSet, tmp: str) -> float:
+    print(f"\nwhole process: {data.label}, {args.whole_repeats} runs each, alternating (median)")
+    commands = {
+        "beam-tally": [_cli(), "monitor", "--format", data.fmt],
+        "plain_monitor": [sys.executable, os.path.join(HERE, "plain_monitor.py")],
+    }
+    commands["plain_monitor"] += ["--format", data.fmt]
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
+    for i in range(args.whole_repeats):
+        for name, command in commands.items():
+            out = os.path.join(tmp, f"whole_{name}_{i}")
+            cmd = [*command, "--input", data.path, "--output", out]
+            run = run_child(cmd, args.timeout, capture_stdout=False)
+            runs[name].append(run)
+            print(f"  run {i + 1} {name:<13} {run.seconds:7.2f} s  peak RSS {_mib(run.rss_mib)}")
+    medians = {}
+    for name, name_runs in runs.items():
+        medians[name] = statistics.median(r.seconds for r in name_runs)
+        print(
+            f"  {name:<13} median {medians[name]:7.2f} s  "
+            f"{data.lines / medians[name]:>10,.0f} lines/s (wall, with start-up)"
+        )
+    note = compare(
+        os.path.join(tmp, "whole_beam-tally_0"),
+        os.path.join(tmp, "whole_plain_monitor_0"),
+        args.timeout,
+    )
+    print(f"  correctness: OK ({note})")
+    ratio = medians["beam-tally"] / medians["plain_monitor"]
+    print(f"  ratio beam-tally/plain_monitor {ratio:.2f}")
+    return ratio
+
+
+def bench(args) -> int:
+    started = time.perf_counter()
+    print(f"beam-tally monitor benchmark: {machine(args.timeout)}")
+    root = (
+        os.path.join(ROOT, args.data_root) if not os.path.isabs(args.data_root) else args.data_root
+    )
+    sets = [("csv", args.seconds)]
+    if not args.skip_goaccess:
+        sets.append(("clf", args.seconds))
+    if not args.skip_whole:
+        sets.append(("csv", args.whole_seconds))
+    bursts = len(traffic(args, args.seconds)["bursts"])
+    print(
+        f"data under {root}: {args.rate} lines/s, {bursts} bursts of {args.burst_rate} lines/s "
+        f"for {args.burst_seconds} s (one every {args.burst_every} s), disorder "
+        f"{args.disorder} s, bad_fraction {args.bad_fraction}, seed {args.seed}:"
+    )
+    prepared = {}
+    for fmt, seconds in sets:
+        data, note = prepare(root, fmt, seconds, args)
+        prepared[fmt, seconds] = data
+        name = os.path.relpath(data.path, root)
+        print(f"  {name:<42} {seconds:,} s, {data.label}: {note}")
+
+    with tempfile.TemporaryDirectory(prefix="bench_monitor_") as tmp:
+        ratio, _ = in_process(args, prepared["csv", args.seconds], tmp)
+        rates = None
+        if args.skip_goaccess:
+            print("\ngoaccess: skipped (--skip_goaccess)")
+        else:
+            rates = goaccess_check(args, prepared["clf", args.seconds], tmp)
+        whole = None
+        if not args.skip_whole:
+            whole = whole_process(args, prepared["csv", args.whole_seconds], tmp)
+
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s; this process's peak RSS")
+    print(f"{_mib(floor)} (a floor under every child's peak RSS: Linux carries it over exec)")
+    print(f"ratio (in-process) {ratio:.2f} (target <= 2.5)")
+    if args.skip_goaccess:
+        print("goaccess: skipped (--skip_goaccess)")
+    elif rates is None:
+        print("goaccess: not installed")
+    else:
+        print(f"goaccess lines/s {rates[0]:,.0f} vs beam-tally lines/s {rates[1]:,.0f}")
+    if whole is None:
+        print("whole process ratio skipped (--skip_whole) (target <= 3.0)")
+    else:
+        print(f"whole process ratio {whole:.2f} (target <= 3.0)")
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench_monitor.py", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
+    parser.add_argument("--seconds", type=int, default=86_400, help="event seconds, main data")
+    parser.add_argument(
+        "--whole_seconds", type=int, default=95_040, help="event seconds, whole-process data"
+    )
+    parser.add_argument("--rate", type=float, default=8.0, help="lines per second between bursts")
+    parser.add_argument("--burst_rate", type=float, default=20.0, help="lines per second")
+    parser.add_argument("--burst_seconds", type=int, default=2_100, help="length of a burst")
+    parser.add_argument("--burst_every", type=int, default=7_200, help="seconds between bursts")
+    parser.add_argument("--disorder", type=float, default=30.0)
+    parser.add_argument("--bad_fraction", type=float, default=0.001)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=3, help="in-process runs of each")
+    parser.add_argument("--goaccess_repeats", type=int, default=3, help="goaccess runs of each")
+    parser.add_argument("--whole_repeats", type=int, default=3, help="whole-process runs of each")
+    parser.add_argument("--skip_goaccess", action="store_true", help="skip the GoAccess check")
+    parser.add_argument("--skip_whole", action="store_true", help="skip the whole-process check")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per child process")
+    parser.add_argument("--data_root", default="bench_data", help="relative to the repo root")
+    parser.add_argument(
+        "--worker",
+        choices=("pipeline", "baseline", "generate", "compare", "versions"),
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--params", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--format", default="csv", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("repeats", "goaccess_repeats", "whole_repeats", "seconds", "whole_seconds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.burst_every < 1 or args.burst_seconds < 0:
+        parser.error("--burst_every must be at least 1 and --burst_seconds at least 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker == "versions":
+        versions_worker()
+        return 0
+    if args.worker == "compare":
+        compare_worker(args.out, args.data)
+        return 0
+    if args.worker == "generate":
+        generate_worker(args.data, args.params)
+        return 0
+    if args.worker:
+        worker(args.worker, args.data, args.out, args.format, args.profile)
+        return 0
+    try:
+        return bench(args)
+    except BenchError as err:
+        print(f"\nFAILED: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
