@@ -221,20 +221,20 @@ class ReadLinesFn(beam.DoFn):
         """Lists of ``(source, line, text)`` for a block of whole lines (decoded at once; line
         by line only when the block holds undecodable bytes)."""
         try:
-            texts = block.decode("utf-8").split("\n")[:-1]
-            numbered = zip(repeat(path), count(before + 1), texts)
+            text = block.decode("utf-8")
+            if "\r" in text:  # CRLF line endings
+                text = text.replace("\r\n", "\n")
+            numbered = zip(repeat(path), count(before + 1), text.split("\n")[:-1])
         except UnicodeDecodeError:
             numbered = []
             for number, raw in enumerate(block.split(b"\n")[:-1], start=before + 1):
                 try:
-                    numbered.append((path, number, raw.decode("utf-8")))
+                    numbered.append((path, number, raw.decode("utf-8").rstrip("\r")))
                 except UnicodeDecodeError as bad:
                     reason = f"undecodable bytes: invalid UTF-8 at byte {bad.start}"
                     raw_text = truncate_raw(raw.rstrip(b"\r"))
                     dead_letters.append(DeadLetter(path, number, reason, raw_text))
         lines = LineList(map(_as_access_line, numbered))  # in C: no Python call per line
-        if any("\r" in line.text for line in lines):  # CRLF line endings
-            lines = LineList(line._replace(text=line.text.rstrip("\r")) for line in lines)
         for start in range(0, len(lines), self.CHUNK):
             yield LineList(lines[start : start + self.CHUNK])
 

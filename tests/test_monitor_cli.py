@@ -176,3 +176,25 @@ def test_monitor_bad_command_lines(argv, fragment, tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert fragment in result.stderr
+
+
+def test_crlf_bom_leading_blanks_and_no_final_newline(tmp_path, capsys):
+    from beam_tally.cli import main
+
+    path = tmp_path / "access.csv"
+    path.write_bytes(
+        b'\xef\xbb\xbf"remotehost","rfc931","authuser","date","request","status","bytes"\r\n'
+        b'"1.2.3.4","-","-",1549573860,"GET /a HTTP/1.0",200,10\r\n'
+        b'  "1.2.3.4","-","james",1549573861,"GET /b/c HTTP/1.0",500,5\r\n'
+        b"\r\n"
+        b'"1.2.3.4","-","-",1549573872,"GET / HTTP/1.0",200,7'
+    )
+    out = tmp_path / "out"
+    assert main(["monitor", "--input", str(path), "--output", str(out)]) == 0
+    stats = read_jsonl(str(out / "stats.jsonl"))
+    assert sorted((s["start"], s["hits"], s["bytes"]) for s in stats) == [
+        (1549573860, 2, 15),
+        (1549573870, 1, 7),
+    ]
+    assert read_jsonl(str(out / "dead_letters.jsonl")) == []
+    assert "5 lines read, 3 requests" in capsys.readouterr().out

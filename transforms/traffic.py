@@ -39,6 +39,7 @@ ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+_LEADING_BLANKS = {"\ufeff", " ", "\t"}
 
 
 class ParseAccessLineFn(beam.DoFn):
@@ -67,7 +68,10 @@ class ParseAccessLineFn(beam.DoFn):
         for source, number, text in lines:
             fmt = self.fmt
             if auto:
-                fmt = "csv" if text.lstrip("\ufeff \t").startswith('"') else "clf"
+                first = text[:1]
+                if first in _LEADING_BLANKS:
+                    first = text.lstrip("\ufeff \t")[:1]
+                fmt = "csv" if first == '"' else "clf"
             try:
                 record = parse(text, fmt, source, number)
             except access_log.BadLine as bad:
@@ -142,8 +146,7 @@ class TrafficStatsCombineFn(beam.CombineFn):
         return [0, 0, {}, {}, {}, {}, {}]
 
     def add_input(self, acc, record: AccessRecord):
-        _, _, _, _, _, _, section, _, status, size = record[:10]
-        host, user = record[0], record[2]
+        host, _, user, _, _, _, section, _, status, size, _, _ = record
         acc[0] += 1
         acc[1] += size
         sections, statuses, host_hits, host_bytes, users = acc[2:]
