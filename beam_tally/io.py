@@ -73,6 +73,24 @@ class ReadFileFn(beam.DoFn):
         yield SourceFile(path, content)
 
 
+def _read_matching(pbegin, pattern: str, read_fn: beam.DoFn, main: str) -> dict:
+    """Match ``pattern``, spread the paths over workers, read each with ``read_fn``: returns
+    ``{main: what it reads, "dead_letters": bad names and unreadable files}``. Paths are
+    reshuffled before reading so that contents are read inside the stage that processes them."""
+    paths = (
+        pbegin
+        | "Match" >> fileio.MatchFiles(pattern)
+        | "Paths" >> beam.ParDo(PathOfFn()).with_outputs(DEAD_LETTERS, main="paths")
+    )
+    read = (
+        paths.paths
+        | "Spread" >> beam.Reshuffle()
+        | "Read" >> beam.ParDo(read_fn).with_outputs(DEAD_LETTERS, main=main)
+    )
+    dead_letters = (paths[DEAD_LETTERS], read[DEAD_LETTERS]) | "BadFiles" >> beam.Flatten()
+    return {main: read[main], DEAD_LETTERS: dead_letters}
+
+
 class ReadLogFiles(beam.PTransform):
     """``PBegin`` -> ``files`` (``SourceFile``, one per readable file) and ``dead_letters``.
 
@@ -86,18 +104,7 @@ class ReadLogFiles(beam.PTransform):
         self.pattern = pattern
 
     def expand(self, pbegin):
-        paths = (
-            pbegin
-            | "Match" >> fileio.MatchFiles(self.pattern)
-            | "Paths" >> beam.ParDo(PathOfFn()).with_outputs(DEAD_LETTERS, main="paths")
-        )
-        read = (
-            paths.paths
-            | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadFileFn()).with_outputs(DEAD_LETTERS, main="files")
-        )
-        dead_letters = (paths[DEAD_LETTERS], read[DEAD_LETTERS]) | "BadFiles" >> beam.Flatten()
-        return {"files": read.files, DEAD_LETTERS: dead_letters}
+        return _read_matching(pbegin, self.pattern, ReadFileFn(), "files")
 
 
 class _WritePartsFn(beam.DoFn):
@@ -248,18 +255,7 @@ class ReadAccessLogs(beam.PTransform):
         self.pattern = pattern
 
     def expand(self, pbegin):
-        paths = (
-            pbegin
-            | "Match" >> fileio.MatchFiles(self.pattern)
-            | "Paths" >> beam.ParDo(PathOfFn()).with_outputs(DEAD_LETTERS, main="paths")
-        )
-        read = (
-            paths.paths
-            | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadLinesFn()).with_outputs(DEAD_LETTERS, main="lines")
-        )
-        dead_letters = (paths[DEAD_LETTERS], read[DEAD_LETTERS]) | "BadFiles" >> beam.Flatten()
-        return {"lines": read.lines, DEAD_LETTERS: dead_letters}
+        return _read_matching(pbegin, self.pattern, ReadLinesFn(), "lines")
 
 
 class WriteJsonLines(beam.PTransform):

@@ -8,16 +8,14 @@ event time) and DetectHighTraffic (the ``--alert_window`` average against ``--th
 from __future__ import annotations
 
 import os
-import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from beam_tally import console, metrics
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole, matching_files
 from beam_tally.options import IOOptions, MonitorOptions, UsageError, parse_pipeline_args, require
 from beam_tally.records import alert_json, dead_letter_json, stats_json
-from beam_tally.runtime import tune_gc
+from beam_tally.runtime import run_pipeline
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
 from transforms.traffic import (
     ALERTS,
@@ -94,19 +92,12 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     output = options.view_as(IOOptions).output
-    if not FileSystems.exists(output):
-        FileSystems.mkdirs(output)
-    started = time.perf_counter()
-    p = beam.Pipeline(options=options)
-    build_monitor_pipeline(p, options)
-    tune_gc()
-    result = p.run()
-    result.wait_until_finish()
+    result, seconds = run_pipeline(options, output, build_monitor_pipeline)
     print(
         console.format_monitor_summary(
             metrics.counters(result, METRICS_NAMESPACE),
             metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE),
-            time.perf_counter() - started,
+            seconds,
             output,
         )
     )

@@ -1,4 +1,4 @@
-"""Process-level settings for running a pipeline in this process (the DirectRunner's workers).
+"""Running a job's pipeline from the CLI, and the process-level settings it needs.
 
 CPython's cyclic garbage collector runs a full collection after enough allocations, and each
 one scans every tracked object: Beam's own heap (modules, protos, the pipeline graph) is large,
@@ -8,6 +8,11 @@ monitor run. ``tune_gc`` moves what exists when the run starts into the permanen
 """
 
 import gc
+import time
+from collections.abc import Callable
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 
 def tune_gc() -> None:
@@ -15,3 +20,17 @@ def tune_gc() -> None:
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(50_000, second, third)
+
+
+def run_pipeline(options, output: str, build: Callable) -> tuple[object, float]:
+    """Creates ``output``, builds the graph with ``build(p, options)``, tunes the GC and runs it
+    to the end; returns the ``PipelineResult`` and the wall time in seconds."""
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)  # through Beam, so gs://, s3:// and local paths all work
+    started = time.perf_counter()
+    p = beam.Pipeline(options=options)
+    build(p, options)
+    tune_gc()
+    result = p.run()
+    result.wait_until_finish()
+    return result, time.perf_counter() - started

@@ -8,11 +8,9 @@ under ``--output``, and the console.
 from __future__ import annotations
 
 import os
-import time
 from functools import partial
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_tally import console, metrics
@@ -23,7 +21,7 @@ from beam_tally.records import (
     file_tally_json,
     global_tally_json,
 )
-from beam_tally.runtime import tune_gc
+from beam_tally.runtime import run_pipeline
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
@@ -106,19 +104,10 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     output = options.view_as(IOOptions).output
-    if not FileSystems.exists(output):
-        FileSystems.mkdirs(output)  # through Beam, so gs://, s3:// and local paths all work
-    started = time.perf_counter()
-    p = beam.Pipeline(options=options)
-    build_tally_pipeline(p, options)
-    tune_gc()
-    result = p.run()
-    result.wait_until_finish()
-    seconds = time.perf_counter() - started
-    counters = metrics.counters(result, METRICS_NAMESPACE)
+    result, seconds = run_pipeline(options, output, build_tally_pipeline)
     print(
         console.format_tally_summary(
-            counters,
+            metrics.counters(result, METRICS_NAMESPACE),
             metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE),
             seconds,
             metrics.gauge(result, METRICS_NAMESPACE, "distinct_emails"),
