@@ -13,7 +13,14 @@ import apache_beam as beam
 
 from beam_tally import console, metrics
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole, matching_files
-from beam_tally.options import IOOptions, MonitorOptions, UsageError, parse_pipeline_args, require
+from beam_tally.options import (
+    IOOptions,
+    MonitorOptions,
+    UsageError,
+    absolute_pattern,
+    parse_pipeline_args,
+    require,
+)
 from beam_tally.records import alert_json, dead_letter_json, stats_json
 from beam_tally.runtime import run_pipeline
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
@@ -79,6 +86,7 @@ def validate(options) -> None:
         raise UsageError("--max_delay must be 0 or more seconds")
     if opts.threshold < 0:
         raise UsageError("--threshold must be 0 or more requests per second")
+    io_opts.input = absolute_pattern(io_opts.input)
     if not matching_files(io_opts.input):
         raise UsageError(
             f"--input {io_opts.input!r} matches no file: check the path, or generate a sample "

@@ -9,6 +9,7 @@ mistyped flag silently ignored is a wrong result.
 from __future__ import annotations
 
 import argparse
+import os
 
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
@@ -96,6 +97,12 @@ def parse_pipeline_args(argv: list[str], help_text: str) -> PipelineOptions:
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     return options
+
+
+def absolute_pattern(pattern: str) -> str:
+    """A local pattern made absolute (Beam's local filesystem matches nothing for a bare
+    relative glob such as ``logs_*.json``); patterns with a scheme (``gs://``) are kept."""
+    return pattern if "://" in pattern else os.path.abspath(pattern)
 
 
 def require(value, flag: str, what: str):

@@ -15,11 +15,18 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 
-def tune_gc() -> None:
+def tune_gc() -> tuple[int, int, int]:
+    """Applies the settings; returns the previous thresholds for ``restore_gc``."""
+    previous = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(50_000, second, third)
+    gc.set_threshold(50_000, previous[1], previous[2])
+    return previous
+
+
+def restore_gc(previous: tuple[int, int, int]) -> None:
+    gc.unfreeze()
+    gc.set_threshold(*previous)
 
 
 def run_pipeline(options, output: str, build: Callable) -> tuple[object, float]:
@@ -30,7 +37,10 @@ def run_pipeline(options, output: str, build: Callable) -> tuple[object, float]:
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
-    tune_gc()
-    result = p.run()
-    result.wait_until_finish()
+    previous = tune_gc()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    finally:
+        restore_gc(previous)
     return result, time.perf_counter() - started

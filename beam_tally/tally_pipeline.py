@@ -15,7 +15,14 @@ from apache_beam.metrics import Metrics
 
 from beam_tally import console, metrics
 from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole, matching_files
-from beam_tally.options import IOOptions, TallyOptions, UsageError, parse_pipeline_args, require
+from beam_tally.options import (
+    IOOptions,
+    TallyOptions,
+    UsageError,
+    absolute_pattern,
+    parse_pipeline_args,
+    require,
+)
 from beam_tally.records import (
     dead_letter_json,
     file_tally_json,
@@ -91,6 +98,7 @@ def validate(options) -> None:
     require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
     if options.view_as(TallyOptions).print_limit < 0:
         raise UsageError("--print_limit must be 0 or more")
+    io_opts.input = absolute_pattern(io_opts.input)
     if not matching_files(io_opts.input):
         raise UsageError(
             f"--input {io_opts.input!r} matches no file: check the path, or generate samples "

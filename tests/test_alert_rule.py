@@ -100,3 +100,14 @@ def test_a_far_future_line_does_not_make_the_rule_walk_the_gap():
     rule.add(0)
     rule.add(10**12)
     assert [c.at for c in rule.evaluate_until(10**12)] == [0, 120, 10**12]
+
+
+def test_sparse_traffic_is_evaluated_in_time_linear_in_its_seconds():
+    # 30,000 lines 200 s apart: every gap is a jump (this took 20 s when each jump rescanned).
+    timestamps = [i * 200 for i in range(30_000)]
+    rule = TrafficAlertRule(0.0, 120)
+    for second in timestamps:
+        rule.add(second)
+    changes = rule.evaluate_until(timestamps[-1])
+    assert len(changes) == 2 * 30_000 - 1  # alert at each line, recovery 120 s later
+    assert changes[:2] == [(ALERT, 0, 1, 1 / 120), (RECOVER, 120, 0, 0.0)]

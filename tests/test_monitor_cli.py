@@ -198,3 +198,14 @@ def test_crlf_bom_leading_blanks_and_no_final_newline(tmp_path, capsys):
     ]
     assert read_jsonl(str(out / "dead_letters.jsonl")) == []
     assert "5 lines read, 3 requests" in capsys.readouterr().out
+
+
+def test_relative_glob_without_a_directory_matches(tmp_path, monkeypatch, capsys):
+    from beam_tally.cli import main
+    from beam_tally.generate_access import generate_access
+
+    monkeypatch.chdir(tmp_path)
+    generate_access("two_1.csv", fmt="csv", seconds=30, rate=2, seed=1)
+    assert main(["monitor", "--input", "two_*.csv", "--output", "out"]) == 0
+    assert (tmp_path / "out" / "stats.jsonl").read_text().strip()
+    capsys.readouterr()

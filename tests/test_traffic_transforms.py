@@ -209,3 +209,24 @@ def test_stats_in_streaming_fire_per_window_as_the_watermark_passes():
     with streaming_pipeline() as p:
         stats = p | stream | ComputeTrafficStats(10)
         assert_that(stats | beam.Map(lambda s: (s.start, s.hits)), equal_to(sorted(counts.items())))
+
+
+def test_streaming_first_bundle_not_earliest_and_an_outlier_second():
+    # The first bundle holds a far-future outlier and seconds later than the next bundle's;
+    # alerts must still come while the stream runs (assert_that only sees timer output emitted
+    # before the end) and equal the reference over the lines that were not late.
+    outlier = 10**9
+    first = [record(t) for t in [*burst(140, 10, 3), outlier]]
+    second = [record(t) for t in burst(100, 40, 3)]  # earlier seconds, still within the delay
+    third = [record(t) for t in burst(150, 60, 3)]
+    batches = [(first, 95), (second, 135), (third, 300)]
+    with streaming_pipeline() as p:
+        result = p | stream_of(batches) | DetectHighTraffic(1.0, 10, max_delay=5)
+        timestamps = [r.timestamp for r in first + second + third if r.timestamp < outlier]
+        assert_that(
+            result[ALERTS]
+            | beam.Filter(lambda a: a.at < outlier)
+            | beam.Map(lambda a: (a.kind, a.at, a.hits)),
+            equal_to(reference_alerts(timestamps, 1.0, 10)),
+        )
+        assert_that(result[LATE], equal_to([]), label="NoLate")

@@ -9,6 +9,7 @@ inside the window or not yet evaluated, and a running sum, so each second costs 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from beam_tally.records import Alert
@@ -48,12 +49,16 @@ class TrafficAlertRule:
         changes: list[Alert] = []
         counts, window, limit = self.counts, self.window, self.threshold
         t = self.cursor
+        sorted_pending = None  # the seconds with traffic, sorted once, when a gap first needs it
         while t <= end:
             if self.running == 0 and not self.active and t not in counts:
                 # Silence with nothing in the window: no change is possible before the next
-                # second with traffic, so jump to it (a lone far-future line costs O(1), not
-                # one step per second of the gap).
-                t = min((s for s in counts if s > t), default=end + 1)
+                # second with traffic, so jump to it (a gap costs O(log n), not a step per
+                # second: a lone far-future line, or sparse traffic, stays cheap).
+                if sorted_pending is None:
+                    sorted_pending = sorted(s for s in counts if s > t)
+                index = bisect_right(sorted_pending, t)
+                t = sorted_pending[index] if index < len(sorted_pending) else end + 1
                 if t > end:
                     break
             self.running += counts.get(t, 0) - counts.pop(t - window, 0)

@@ -338,9 +338,10 @@ class DetectHighTrafficFn(beam.DoFn):
         self.recoveries = Metrics.counter(METRICS_NAMESPACE, "recoveries")
         self.late = Metrics.counter(METRICS_NAMESPACE, "late_lines")
 
-    def _target(self, rule: TrafficAlertRule) -> int:
-        """Where the watermark will be once the newest second is ``max_delay`` behind it."""
-        return max(rule.last_second - self.max_delay, rule.cursor or rule.last_second) + 1
+    def _target(self, rule: TrafficAlertRule, newest: int) -> int:
+        """Where the watermark will be once ``newest`` is ``max_delay`` behind it (never before
+        the next second to evaluate)."""
+        return max(newest - self.max_delay, rule.cursor or min(rule.counts, default=newest)) + 1
 
     def process(
         self,
@@ -364,12 +365,13 @@ class DetectHighTrafficFn(beam.DoFn):
                         yield pvalue.TaggedOutput(LATE, dead)
             else:
                 rule.add(second, count)
-        if rule.last_second is None:  # everything was late
-            return
         rule_state.write(rule)
-        # A pending timer is never pushed later: it must fire as soon as the watermark reaches it.
-        if pending.read() is None:
-            target = self._target(rule)
+        # A pending timer is never pushed later (it must fire as soon as the watermark reaches
+        # it), but is moved earlier by a bundle whose newest second is earlier: one outlier
+        # second far ahead then holds evaluation back only until the next bundle.
+        target = self._target(rule, max(seconds))
+        scheduled = pending.read()
+        if scheduled is None or target < scheduled:
             progress.set(Timestamp(target))
             pending.write(target)
         end.set(win.max_timestamp())
@@ -393,7 +395,7 @@ class DetectHighTrafficFn(beam.DoFn):
         fired_at = int(fired.micros // 1_000_000)
         rule, changes = self._evaluate(rule_state, fired_at - 1)
         yield from changes
-        target = self._target(rule)
+        target = self._target(rule, rule.last_second)
         if target > fired_at:  # newer seconds arrived meanwhile: follow the watermark to them
             progress.set(Timestamp(target))
             pending.write(target)
