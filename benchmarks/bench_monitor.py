@@ -31,26 +31,18 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import resource
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-MANIFEST = "manifest.json"
+import harness
+from harness import MANIFEST, BenchError, Run, mib
 
-
-class BenchError(Exception):
-    """A run failed, timed out, or produced different outputs."""
+SCRIPT = os.path.abspath(__file__)
 
 
 # --- the child: one measurement -------------------------------------------------------------
@@ -64,108 +56,26 @@ def generate_worker(path: str, params: str) -> None:
     print(json.dumps(generate_access(path, **params)))
 
 
-def worker(kind: str, data: str, out: str, fmt: str, profile: str | None) -> None:
+def worker(args: argparse.Namespace) -> None:
     """Runs one measurement and prints ``{"seconds": ...}``; imports are not timed."""
+    data, out, fmt = args.data, args.out, args.format
     os.makedirs(out, exist_ok=True)
-    if kind == "pipeline":
-        import apache_beam as beam
-        from apache_beam.options.pipeline_options import PipelineOptions
-
+    if args.worker == "pipeline":
         from beam_tally.monitor_pipeline import build_monitor_pipeline
-        from beam_tally.runtime import tune_gc
 
         argv = ["--runner=DirectRunner", "--input", data, "--output", out, "--format", fmt]
-
-        def work() -> None:
-            options = PipelineOptions(argv)
-            # Exactly what the CLI's run() does: build, tune the GC, run.
-            p = beam.Pipeline(options=options)
-            build_monitor_pipeline(p, options)
-            tune_gc()
-            p.run().wait_until_finish()
-
+        work = harness.pipeline_work(build_monitor_pipeline, argv)
     else:
-        sys.path.insert(0, HERE)
+        sys.path.insert(0, harness.HERE)
         import plain_monitor
 
         def work() -> None:
             plain_monitor.monitor_files([data], out, fmt=fmt)
 
-    profiler = None
-    if profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        started = time.perf_counter()
-        if profiler:
-            profiler.runcall(work)
-        else:
-            work()
-        seconds = time.perf_counter() - started
-    if profiler:
-        profiler.dump_stats(profile)
-    print(json.dumps({"seconds": seconds}))
+    harness.time_work(work, args.profile)
 
 
 # --- the parent: children, data, report ----------------------------------------------------
-
-
-@dataclass
-class Run:
-    seconds: float
-    rss_mib: float
-    stdout: str
-
-
-def run_child(cmd: list[str], timeout: float, *, capture_stdout: bool = True) -> Run:
-    """Runs ``cmd`` in its own process group; wall seconds and peak RSS (``ru_maxrss``).
-
-    The group is killed if the child outlives ``timeout``. On Linux a child's ``ru_maxrss``
-    starts from this process's own peak RSS (the high-water mark survives fork and exec), so
-    this process must stay small: data generation runs in a child too, and outputs are compared
-    in a child as well.
-    """
-    timed_out = threading.Event()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out if capture_stdout else subprocess.DEVNULL,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-
-        def kill() -> None:
-            timed_out.set()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            # Wait without reaping, so the pid cannot be reused before the timer is cancelled.
-            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-        except BaseException:
-            kill()
-            raise
-        finally:
-            timer.cancel()
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode(errors="replace")
-        stderr = err.read().decode(errors="replace")
-    if timed_out.is_set():
-        raise BenchError(f"timed out after {timeout:.0f} s and killed: {' '.join(cmd)}")
-    if proc.returncode != 0:
-        tail = "\n".join(stderr.strip().splitlines()[-25:])
-        raise BenchError(f"exit status {proc.returncode}: {' '.join(cmd)}\n{tail}")
-    return Run(seconds, usage.ru_maxrss / 1024, stdout)
 
 
 @dataclass
@@ -216,9 +126,9 @@ def prepare(root: str, fmt: str, seconds: int, args) -> tuple[DataSet, str]:
             os.remove(stale)
     os.makedirs(path, exist_ok=True)
     # In a child, like every measurement, so that this process stays small (see run_child).
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "generate", "--data", data_file]
-    run = run_child([*cmd, "--params", json.dumps(params)], args.timeout)
-    written = json.loads(run.stdout.strip().splitlines()[-1])
+    cmd = harness.worker_cmd(SCRIPT, "generate", "--data", data_file)
+    run = harness.run_child([*cmd, "--params", json.dumps(params)], args.timeout)
+    written = run.result()
     with open(manifest_path, "w") as handle:
         json.dump(
             {"params": params, "written": written, "size": os.path.getsize(data_file)}, handle
@@ -228,36 +138,17 @@ def prepare(root: str, fmt: str, seconds: int, args) -> tuple[DataSet, str]:
 
 
 def measure(kind: str, data: DataSet, out: str, timeout: float) -> Run:
-    script = os.path.abspath(__file__)
-    cmd = [sys.executable, script, "--worker", kind, "--data", data.path, "--out", out]
-    run = run_child([*cmd, "--format", data.fmt], timeout)
-    try:
-        run.seconds = json.loads(run.stdout.strip().splitlines()[-1])["seconds"]
-    except (IndexError, ValueError, KeyError) as err:
-        raise BenchError(f"{kind} worker printed no result: {run.stdout[-500:]!r}") from err
-    return run
+    cmd = harness.worker_cmd(SCRIPT, kind, "--data", data.path, "--out", out)
+    return harness.measure(kind, [*cmd, "--format", data.fmt], timeout)
+
+
+def compare(pipeline_dir: str, baseline_dir: str, timeout: float) -> str:
+    return harness.compare(SCRIPT, pipeline_dir, baseline_dir, timeout)
 
 
 def _jsonl(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def compare_worker(pipeline_dir: str, baseline_dir: str) -> None:
-    try:
-        print(json.dumps({"ok": True, "note": compare_outputs(pipeline_dir, baseline_dir)}))
-    except BenchError as err:
-        print(json.dumps({"ok": False, "note": str(err)}))
-
-
-def compare(pipeline_dir: str, baseline_dir: str, timeout: float) -> str:
-    """``compare_outputs`` in a child (see run_child); raises BenchError if the outputs differ."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "compare"]
-    run = run_child([*cmd, "--data", baseline_dir, "--out", pipeline_dir], timeout)
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    if not result["ok"]:
-        raise BenchError(result["note"])
-    return result["note"]
 
 
 def compare_outputs(pipeline_dir: str, baseline_dir: str) -> str:
@@ -312,64 +203,38 @@ def compare_outputs(pipeline_dir: str, baseline_dir: str) -> str:
     )
 
 
-def versions_worker() -> None:
-    import importlib.metadata
-
-    versions = []
-    for dist in ("apache-beam", "orjson"):
-        try:
-            versions.append(f"{dist} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{dist} ?")
-    print(", ".join(versions))
-
-
 def goaccess_version(goaccess: str, timeout: float) -> str:
     try:
-        first = run_child([goaccess, "--version"], timeout).stdout.strip().splitlines()[0]
+        first = harness.run_child([goaccess, "--version"], timeout).stdout.strip().splitlines()[0]
     except (BenchError, IndexError, OSError):
         return "goaccess ?"
     return first.replace("GoAccess - ", "goaccess ").rstrip(".")
 
 
 def machine(timeout: float) -> str:
-    cpus = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "versions"]
-    versions = run_child(cmd, timeout).stdout.strip()
-    goaccess = shutil.which("goaccess")
-    versions += f", {goaccess_version(goaccess, timeout)}" if goaccess else ", no goaccess"
-    return (
-        f"{cpus} CPUs ({usable} usable), {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, {versions}"
-    )
+    def with_goaccess(versions: str) -> str:
+        goaccess = shutil.which("goaccess")
+        versions += f", {goaccess_version(goaccess, timeout)}" if goaccess else ", no goaccess"
+        return versions
 
-
-def _mib(value: float) -> str:
-    return f"{value:,.0f} MiB"
-
-
-def _cli() -> str:
-    cli = os.path.join(os.path.dirname(sys.executable), "beam-tally")
-    return cli if os.path.exists(cli) else shutil.which("beam-tally") or cli
+    return harness.machine(SCRIPT, timeout, with_goaccess)
 
 
 def in_process(args, data: DataSet, tmp: str) -> tuple[float, float]:
     """Alternating pipeline/baseline runs; returns (ratio, pipeline lines/s)."""
     print(f"\nin-process: {data.label}, {args.repeats} runs each, alternating (median)")
-    runs: dict[str, list[Run]] = {"pipeline": [], "baseline": []}
-    for i in range(args.repeats):
-        for kind in ("pipeline", "baseline"):
-            run = measure(kind, data, os.path.join(tmp, f"inproc_{kind}_{i}"), args.timeout)
-            runs[kind].append(run)
-            print(f"  run {i + 1} {kind:<8} {run.seconds:7.2f} s  peak RSS {_mib(run.rss_mib)}")
+
+    def run(kind: str, i: int) -> Run:
+        return measure(kind, data, os.path.join(tmp, f"inproc_{kind}_{i}"), args.timeout)
+
+    runs = harness.alternate(args.repeats, ("pipeline", "baseline"), run)
     medians = {}
     for kind, kind_runs in runs.items():
         medians[kind] = statistics.median(r.seconds for r in kind_runs)
         rss = max(r.rss_mib for r in kind_runs)
         print(
             f"  {kind:<8} median {medians[kind]:7.2f} s  {data.lines / medians[kind]:>10,.0f} "
-            f"lines/s  peak RSS {_mib(rss)}"
+            f"lines/s  peak RSS {mib(rss)}"
         )
     ratio = medians["pipeline"] / medians["baseline"]
     print(f"  ratio pipeline/baseline {ratio:.2f}")
@@ -392,20 +257,19 @@ def goaccess_check(args, data: DataSet, tmp: str) -> tuple[float, float] | None:
     )
     commands = {
         "goaccess": [goaccess, data.path, "--log-format=COMBINED", "--no-global-config"],
-        "beam-tally": [_cli(), "monitor", "--input", data.path, "--format", "clf"],
+        "beam-tally": [harness.cli(), "monitor", "--input", data.path, "--format", "clf"],
     }
-    runs: dict[str, list[Run]] = {name: [] for name in commands}
-    for i in range(args.goaccess_repeats):
-        for name, command in commands.items():
-            out = os.path.join(tmp, f"clf_{name}_{i}")
-            os.makedirs(out, exist_ok=True)
-            if name == "goaccess":
-                cmd = [*command, "-o", os.path.join(out, "report.json")]
-            else:
-                cmd = [*command, "--output", out]
-            run = run_child(cmd, args.timeout, capture_stdout=False)
-            runs[name].append(run)
-            print(f"  run {i + 1} {name:<10} {run.seconds:7.2f} s  peak RSS {_mib(run.rss_mib)}")
+
+    def run(name: str, i: int) -> Run:
+        out = os.path.join(tmp, f"clf_{name}_{i}")
+        os.makedirs(out, exist_ok=True)
+        if name == "goaccess":
+            cmd = [*commands[name], "-o", os.path.join(out, "report.json")]
+        else:
+            cmd = [*commands[name], "--output", out]
+        return harness.run_child(cmd, args.timeout, capture_stdout=False)
+
+    runs = harness.alternate(args.goaccess_repeats, commands, run)
     rates = {}
     for name, name_runs in runs.items():
         seconds = statistics.median(r.seconds for r in name_runs)
@@ -428,44 +292,22 @@ def goaccess_check(args, data: DataSet, tmp: str) -> tuple[float, float] | None:
 
 
 def whole_process(args, data: DataSet, tmp: str) -> float:
-    print(f"\nwhole process: {data.label}, {args.whole_repeats} runs each, alternating (median)")
     commands = {
-        "beam-tally": [_cli(), "monitor", "--format", data.fmt],
-        "plain_monitor": [sys.executable, os.path.join(HERE, "plain_monitor.py")],
+        "beam-tally": [harness.cli(), "monitor", "--format", data.fmt],
+        "plain_monitor": [sys.executable, os.path.join(harness.HERE, "plain_monitor.py")],
     }
     commands["plain_monitor"] += ["--format", data.fmt]
-    runs: dict[str, list[Run]] = {name: [] for name in commands}
-    for i in range(args.whole_repeats):
-        for name, command in commands.items():
-            out = os.path.join(tmp, f"whole_{name}_{i}")
-            cmd = [*command, "--input", data.path, "--output", out]
-            run = run_child(cmd, args.timeout, capture_stdout=False)
-            runs[name].append(run)
-            print(f"  run {i + 1} {name:<13} {run.seconds:7.2f} s  peak RSS {_mib(run.rss_mib)}")
-    medians = {}
-    for name, name_runs in runs.items():
-        medians[name] = statistics.median(r.seconds for r in name_runs)
-        print(
-            f"  {name:<13} median {medians[name]:7.2f} s  "
-            f"{data.lines / medians[name]:>10,.0f} lines/s (wall, with start-up)"
-        )
-    note = compare(
-        os.path.join(tmp, "whole_beam-tally_0"),
-        os.path.join(tmp, "whole_plain_monitor_0"),
-        args.timeout,
-    )
-    print(f"  correctness: OK ({note})")
-    ratio = medians["beam-tally"] / medians["plain_monitor"]
-    print(f"  ratio beam-tally/plain_monitor {ratio:.2f}")
-    return ratio
+
+    def rate(seconds: float) -> str:
+        return f"{data.lines / seconds:>10,.0f} lines/s"
+
+    return harness.whole_process(SCRIPT, args, tmp, data.label, commands, data.path, rate)
 
 
 def bench(args) -> int:
     started = time.perf_counter()
     print(f"beam-tally monitor benchmark: {machine(args.timeout)}")
-    root = (
-        os.path.join(ROOT, args.data_root) if not os.path.isabs(args.data_root) else args.data_root
-    )
+    root = harness.data_root(args.data_root)
     sets = [("csv", args.seconds)]
     if not args.skip_goaccess:
         sets.append(("clf", args.seconds))
@@ -495,9 +337,7 @@ def bench(args) -> int:
         if not args.skip_whole:
             whole = whole_process(args, prepared["csv", args.whole_seconds], tmp)
 
-    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s; this process's peak RSS")
-    print(f"{_mib(floor)} (a floor under every child's peak RSS: Linux carries it over exec)")
+    harness.print_totals(started)
     print(f"ratio (in-process) {ratio:.2f} (target <= 2.5)")
     if args.skip_goaccess:
         print("goaccess: skipped (--skip_goaccess)")
@@ -512,7 +352,7 @@ def bench(args) -> int:
     return 0
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench_monitor.py", description=__doc__.split("\n")[0], allow_abbrev=False
     )
@@ -532,46 +372,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--whole_repeats", type=int, default=3, help="whole-process runs of each")
     parser.add_argument("--skip_goaccess", action="store_true", help="skip the GoAccess check")
     parser.add_argument("--skip_whole", action="store_true", help="skip the whole-process check")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds per child process")
-    parser.add_argument("--data_root", default="bench_data", help="relative to the repo root")
-    parser.add_argument(
-        "--worker",
-        choices=("pipeline", "baseline", "generate", "compare", "versions"),
-        help=argparse.SUPPRESS,
-    )
-    parser.add_argument("--params", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    harness.add_common_args(parser)
     parser.add_argument("--format", default="csv", help=argparse.SUPPRESS)
-    parser.add_argument("--profile", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("repeats", "goaccess_repeats", "whole_repeats", "seconds", "whole_seconds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    harness.check_at_least_one(
+        parser, args, ("repeats", "goaccess_repeats", "whole_repeats", "seconds", "whole_seconds")
+    )
     if args.burst_every < 1 or args.burst_seconds < 0:
         parser.error("--burst_every must be at least 1 and --burst_seconds at least 0")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.worker == "versions":
-        versions_worker()
-        return 0
-    if args.worker == "compare":
-        compare_worker(args.out, args.data)
-        return 0
-    if args.worker == "generate":
-        generate_worker(args.data, args.params)
-        return 0
-    if args.worker:
-        worker(args.worker, args.data, args.out, args.format, args.profile)
-        return 0
-    try:
-        return bench(args)
-    except BenchError as err:
-        print(f"\nFAILED: {err}", file=sys.stderr)
-        return 1
+    return harness.main(parse_args(argv), bench, worker, generate_worker, compare_outputs)
 
 
 if __name__ == "__main__":
