@@ -1,12 +1,17 @@
 """The monitor job's transforms: parse access lines, stats per window, the high-traffic alert.
 
 ``ParseAccessLines``: ``AccessLine`` -> ``records`` (``AccessRecord``, timestamped with its event
-time) and ``dead_letters``.
+time unless ``event_time=False``) and ``dead_letters``.
 ``ComputeTrafficStats``: ``AccessRecord`` -> ``TrafficStats``, one per fixed event-time window with
-traffic (``TrafficStatsCombineFn``: counters per key, never the records).
+traffic (``TrafficStatsCombineFn``: counters per key, never the records; partials per bundle).
 ``DetectHighTraffic``: ``AccessRecord`` -> ``alerts`` (``Alert``) and ``late`` (``DeadLetter``).
 Per-second counts feed one keyed stateful DoFn that evaluates the rule of ``alert_rule`` second
 by second as the watermark passes (an event-time timer), the same way in batch and streaming.
+Both consumers take event time from ``AccessRecord.timestamp``, not from element timestamps.
+
+The per-line DoFns are Batched DoFns over ``LineList``/``RecordList`` (``list_batches``), each
+with an element-wise ``process`` too, for runners without batch support (the streaming
+DirectRunner).
 """
 
 from collections.abc import Iterable
