@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_tally.records import AccessLine, DeadLetter, SourceFile, truncate_raw
+from transforms import access_log
 from transforms.list_batches import LineList
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
@@ -177,6 +178,16 @@ class _RemoveTempDirFn(beam.DoFn):
         yield from finals
 
 
+def _file_format(block: bytes) -> str:
+    """The format of a file from its first lines ("csv" or "clf"), or "" when they cannot tell
+    (the parser then tells each line apart)."""
+    first = block[:65536].decode("utf-8", errors="replace").splitlines()[:20]
+    try:
+        return access_log.detect_format(first)
+    except ValueError:
+        return ""
+
+
 class ReadLinesFn(beam.DoFn):
     """Reads a file through Beam's FileSystems into ``AccessLine``s (1-based line numbers, text
     without the line ending), emitted as lists of up to ``CHUNK`` lines (Beam's Batched DoFns:
@@ -196,6 +207,7 @@ class ReadLinesFn(beam.DoFn):
     @beam.DoFn.yields_batches
     def process(self, path: str) -> Iterator[LineList]:
         number = 0  # lines read so far
+        fmt = None  # the file's format, told from its first block
         dead_letters: list[DeadLetter] = []
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
@@ -208,10 +220,12 @@ class ReadLinesFn(beam.DoFn):
                     cut = block.rfind(b"\n") + 1
                     block, tail = block[:cut], block[cut:]
                     if block:
-                        yield from self._batches(path, block, number, dead_letters)
+                        fmt = _file_format(block) if fmt is None else fmt
+                        yield from self._batches(path, block, number, dead_letters, fmt)
                         number += block.count(b"\n")
                 if tail:
-                    yield from self._batches(path, tail + b"\n", number, dead_letters)
+                    fmt = _file_format(tail) if fmt is None else fmt
+                    yield from self._batches(path, tail + b"\n", number, dead_letters, fmt)
                     number += 1
         except Exception as err:  # any I/O failure: the rest of the file is a dead letter
             reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
@@ -224,19 +238,21 @@ class ReadLinesFn(beam.DoFn):
         if dead_letters:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letters)
 
-    def _batches(self, path: str, block: bytes, before: int, dead_letters: list[DeadLetter]):
+    def _batches(
+        self, path: str, block: bytes, before: int, dead_letters: list[DeadLetter], fmt: str
+    ):
         """Lists of ``(source, line, text)`` for a block of whole lines (decoded at once; line
         by line only when the block holds undecodable bytes)."""
         try:
             text = block.decode("utf-8")
             if "\r" in text:  # CRLF line endings
                 text = text.replace("\r\n", "\n")
-            numbered = zip(repeat(path), count(before + 1), text.split("\n")[:-1])
+            numbered = zip(repeat(path), count(before + 1), text.split("\n")[:-1], repeat(fmt))
         except UnicodeDecodeError:
             numbered = []
             for number, raw in enumerate(block.split(b"\n")[:-1], start=before + 1):
                 try:
-                    numbered.append((path, number, raw.decode("utf-8").rstrip("\r")))
+                    numbered.append((path, number, raw.decode("utf-8").rstrip("\r"), fmt))
                 except UnicodeDecodeError as bad:
                     reason = f"undecodable bytes: invalid UTF-8 at byte {bad.start}"
                     raw_text = truncate_raw(raw.rstrip(b"\r"))

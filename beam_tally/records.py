@@ -123,11 +123,13 @@ class Alert(NamedTuple):
 
 
 class AccessLine(NamedTuple):
-    """One raw line of an access log, with where it came from (1-based line number)."""
+    """One raw line of an access log, with where it came from (1-based line number) and, when
+    the reader could tell, its file's format ("csv" or "clf"; "" when unknown)."""
 
     source: str
     line: int
     text: str
+    fmt: str = ""
 
 
 for _record in (

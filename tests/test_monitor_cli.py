@@ -209,3 +209,20 @@ def test_relative_glob_without_a_directory_matches(tmp_path, monkeypatch, capsys
     assert main(["monitor", "--input", "two_*.csv", "--output", "out"]) == 0
     assert (tmp_path / "out" / "stats.jsonl").read_text().strip()
     capsys.readouterr()
+
+
+def test_auto_format_is_told_per_file_so_unquoted_csv_is_csv(tmp_path, capsys):
+    from beam_tally.cli import main
+
+    path = tmp_path / "unquoted.csv"
+    path.write_text(
+        "remotehost,rfc931,authuser,date,request,status,bytes\n"
+        '10.0.0.1,-,-,1549573860,"GET /api/x HTTP/1.0",200,10\n'
+        "10.0.0.2,-,-,1549573861,GET /report HTTP/1.0,404,5\n"
+    )
+    out = tmp_path / "out"
+    assert main(["monitor", "--input", str(path), "--output", str(out)]) == 0
+    dead = read_jsonl(str(out / "dead_letters.jsonl"))
+    stats = read_jsonl(str(out / "stats.jsonl"))
+    assert (dead, [(s["hits"], s["bytes"]) for s in stats]) == ([], [(2, 15)])
+    capsys.readouterr()

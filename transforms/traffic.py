@@ -48,8 +48,9 @@ _LEADING_BLANKS = {"\ufeff", " ", "\t"}
 
 
 class ParseAccessLineFn(beam.DoFn):
-    """Parses lines (``csv`` or ``clf``; ``auto`` tells them apart by the leading quote of a
-    CSV line). Header and blank lines are skipped; every other bad line is a dead letter.
+    """Parses lines (``csv`` or ``clf``; ``auto`` uses the format the reader told from the
+    line's file, or else tells the line apart by a CSV line's leading quote). Header and blank
+    lines are skipped; every other bad line is a dead letter.
 
     Lines are parsed a batch at a time (Beam's Batched DoFns): records leave as lists, and dead
     letters as lists on their own tag, so no per-line element crosses Beam's machinery between
@@ -70,13 +71,15 @@ class ParseAccessLineFn(beam.DoFn):
         dead_letters: list[DeadLetter] = []
         auto = self.fmt == "auto"
         parse = access_log.parse_line
-        for source, number, text in lines:
+        for source, number, text, file_fmt in lines:
             fmt = self.fmt
             if auto:
-                first = text[:1]
-                if first in _LEADING_BLANKS:
-                    first = text.lstrip("\ufeff \t")[:1]
-                fmt = "csv" if first == '"' else "clf"
+                fmt = file_fmt  # told by the reader from the file's first lines
+                if not fmt:  # unknown: tell the line apart by a CSV line's leading quote
+                    first = text[:1]
+                    if first in _LEADING_BLANKS:
+                        first = text.lstrip("\ufeff \t")[:1]
+                    fmt = "csv" if first == '"' else "clf"
             try:
                 record = parse(text, fmt, source, number)
             except access_log.BadLine as bad:
