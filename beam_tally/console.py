@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from beam_tally.records import Alert, GlobalTally, TallyEntry, TrafficStats
+from beam_tally.timefmt import iso_utc
 
 # C0 and C1 controls, DEL, and the Unicode bidirectional controls that can reorder a line.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -60,11 +61,6 @@ def format_tally_summary(
         f"outputs: {output}",
     ]
     return "\n".join(lines)
-
-
-def iso_utc(epoch_seconds: int) -> str:
-    """``2019-02-07T21:11:00Z``: ISO-8601 UTC, to the second."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human_bytes(size: float) -> str:

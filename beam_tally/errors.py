@@ -1,5 +1,7 @@
 """Errors the CLI turns into one-line messages (no Beam import, so the CLI starts quietly)."""
 
+import argparse
+
 
 class UsageError(Exception):
     """A bad command line: the message says what to do."""
@@ -7,3 +9,10 @@ class UsageError(Exception):
 
 class HelpRequested(Exception):
     """``--help``: the message is the help text, printed on stdout with exit status 0."""
+
+
+class UsageParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are ``UsageError`` (one line, exit 2), not an exit."""
+
+    def error(self, message):
+        raise UsageError(message)

@@ -15,7 +15,7 @@ import uuid
 
 import orjson
 
-from beam_tally.errors import HelpRequested, UsageError
+from beam_tally.errors import HelpRequested, UsageError, UsageParser
 
 FIRST = [
     "james",
@@ -179,13 +179,8 @@ def generate_tally(
     return written
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def _tally_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="beam-tally generate tally", allow_abbrev=False, add_help=False)
+    parser = UsageParser(prog="beam-tally generate tally", allow_abbrev=False, add_help=False)
     parser.add_argument("--out", required=True, help="directory to write logs_xx.json into")
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--logs_per_file", type=int, default=1000)

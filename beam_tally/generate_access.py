@@ -24,7 +24,8 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from beam_tally.errors import HelpRequested, UsageError
+from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.timefmt import iso_utc
 
 FORMATS = ("csv", "clf")
 DEFAULT_START = 1549573860  # 2019-02-07T21:11:00Z, the exercise's first line
@@ -337,11 +338,6 @@ def generate_access(
     return {"lines": good + bad, "good": good, "bad": bad, "first": first, "last": last}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def _burst(text: str) -> tuple[int, int, float]:
     try:
         start, duration, burst_rate = text.split(":")
@@ -356,7 +352,7 @@ def _burst(text: str) -> tuple[int, int, float]:
 
 
 def _access_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="beam-tally generate access", allow_abbrev=False, add_help=False)
+    parser = UsageParser(prog="beam-tally generate access", allow_abbrev=False, add_help=False)
     parser.add_argument("--out", required=True, help="the file to write")
     parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     parser.add_argument("--seconds", type=int, required=True, help="seconds of event time")
@@ -386,10 +382,8 @@ def _access_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _iso(timestamp: int | None) -> str:
-    if timestamp is None:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _iso_or_dash(timestamp: int | None) -> str:
+    return "-" if timestamp is None else iso_utc(timestamp)
 
 
 def run(argv: list[str]) -> int:
@@ -427,6 +421,7 @@ def run(argv: list[str]) -> int:
     )
     print(
         f"wrote {counts['lines']:,} {args.fmt} lines to {args.out}: {counts['good']:,} good, "
-        f"{counts['bad']:,} bad, event time {_iso(counts['first'])} .. {_iso(counts['last'])}"
+        f"{counts['bad']:,} bad, event time {_iso_or_dash(counts['first'])} .. "
+        f"{_iso_or_dash(counts['last'])}"
     )
     return 0

@@ -7,19 +7,16 @@ event time) and DetectHighTraffic (the ``--alert_window`` average against ``--th
 
 from __future__ import annotations
 
-import os
-
 import apache_beam as beam
 
 from beam_tally import console, metrics
-from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole, matching_files
+from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.options import (
     IOOptions,
     MonitorOptions,
     UsageError,
-    absolute_pattern,
+    check_input_output,
     parse_pipeline_args,
-    require,
 )
 from beam_tally.records import alert_json, dead_letter_json, stats_json
 from beam_tally.runtime import run_pipeline
@@ -75,10 +72,7 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
 
 
 def validate(options) -> None:
-    io_opts = options.view_as(IOOptions)
     opts = options.view_as(MonitorOptions)
-    require(io_opts.input, "--input", "the access logs to read, e.g. --input 'logs/access*.log'")
-    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
     for flag in ("stats_window", "alert_window", "top"):
         if getattr(opts, flag) <= 0:
             raise UsageError(f"--{flag} must be a positive number of seconds or entries")
@@ -86,14 +80,11 @@ def validate(options) -> None:
         raise UsageError("--max_delay must be 0 or more seconds")
     if opts.threshold < 0:
         raise UsageError("--threshold must be 0 or more requests per second")
-    io_opts.input = absolute_pattern(io_opts.input)
-    if not matching_files(io_opts.input):
-        raise UsageError(
-            f"--input {io_opts.input!r} matches no file: check the path, or generate a sample "
-            "with 'beam-tally generate access --out FILE'"
-        )
-    if os.path.isfile(io_opts.output):
-        raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
+    check_input_output(
+        options,
+        "'logs/access*.log'",
+        "generate a sample with 'beam-tally generate access --out FILE'",
+    )
 
 
 def run(argv: list[str]) -> int:

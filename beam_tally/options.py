@@ -17,7 +17,8 @@ from apache_beam.options.pipeline_options import (
     _BeamArgumentParser,
 )
 
-from beam_tally.errors import HelpRequested, UsageError
+from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.io import matching_files
 
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = ["IOOptions", "MonitorOptions", "TallyOptions", "UsageError", "parse_pipeline_args"]
@@ -61,9 +62,8 @@ class MonitorOptions(PipelineOptions):
         parser.add_argument("--top", type=int, default=5, help="Entries of each top list.")
 
 
-class _StrictParser(_BeamArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+class _StrictParser(UsageParser, _BeamArgumentParser):
+    """Beam's parser (ValueProvider arguments), with ``UsageError`` for errors."""
 
 
 def _all_options_parser() -> _StrictParser:
@@ -103,6 +103,21 @@ def absolute_pattern(pattern: str) -> str:
     """A local pattern made absolute (Beam's local filesystem matches nothing for a bare
     relative glob such as ``logs_*.json``); patterns with a scheme (``gs://``) are kept."""
     return pattern if "://" in pattern else os.path.abspath(pattern)
+
+
+def check_input_output(options, input_example: str, generate_hint: str) -> None:
+    """The checks every job makes of ``--input`` and ``--output``: both given, the input made
+    absolute and matching at least one file, the output not a file."""
+    io_opts = options.view_as(IOOptions)
+    require(io_opts.input, "--input", f"the files to read, e.g. --input {input_example}")
+    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
+    io_opts.input = absolute_pattern(io_opts.input)
+    if not matching_files(io_opts.input):
+        raise UsageError(
+            f"--input {io_opts.input!r} matches no file: check the path, or {generate_hint}"
+        )
+    if os.path.isfile(io_opts.output):
+        raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
 
 
 def require(value, flag: str, what: str):

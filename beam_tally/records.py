@@ -8,13 +8,14 @@ produce exactly the lines DESIGN.md specifies.
 """
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from itertools import starmap
 from operator import itemgetter
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import orjson
+
+from beam_tally.timefmt import iso_utc
 
 RAW_LIMIT = 200
 """Dead letters keep at most this many characters of the offending input."""
@@ -193,17 +194,13 @@ def truncate_raw(raw: bytes | str, limit: int = RAW_LIMIT) -> str:
     return raw if len(raw) <= limit else raw[:limit] + "..."
 
 
-def _iso(epoch_seconds: int) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def alert_json(alert: Alert) -> str:
     """``{"kind","at","time","hits","average"}``, as ``alerts.jsonl`` holds them."""
     return orjson.dumps(
         {
             "kind": alert.kind,
             "at": alert.at,
-            "time": _iso(alert.at),
+            "time": iso_utc(alert.at),
             "hits": alert.hits,
             "average": alert.average,
         }
@@ -218,7 +215,7 @@ def stats_json(stats: TrafficStats) -> str:
         {
             "start": stats.start,
             "end": stats.end,
-            "time": _iso(stats.start),
+            "time": iso_utc(stats.start),
             "hits": stats.hits,
             "bytes": stats.bytes,
             "sections": ranked(stats.sections, "section", "hits"),

@@ -7,21 +7,19 @@ under ``--output``, and the console.
 
 from __future__ import annotations
 
-import os
 from functools import partial
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_tally import console, metrics
-from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole, matching_files
+from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
 from beam_tally.options import (
     IOOptions,
     TallyOptions,
     UsageError,
-    absolute_pattern,
+    check_input_output,
     parse_pipeline_args,
-    require,
 )
 from beam_tally.records import (
     dead_letter_json,
@@ -93,19 +91,11 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
 
 
 def validate(options) -> None:
-    io_opts = options.view_as(IOOptions)
-    require(io_opts.input, "--input", "the log files to tally, e.g. --input 'logs/*.json'")
-    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
     if options.view_as(TallyOptions).print_limit < 0:
         raise UsageError("--print_limit must be 0 or more")
-    io_opts.input = absolute_pattern(io_opts.input)
-    if not matching_files(io_opts.input):
-        raise UsageError(
-            f"--input {io_opts.input!r} matches no file: check the path, or generate samples "
-            "with 'beam-tally generate tally --out DIR'"
-        )
-    if os.path.isfile(io_opts.output):
-        raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
+    check_input_output(
+        options, "'logs/*.json'", "generate samples with 'beam-tally generate tally --out DIR'"
+    )
 
 
 def run(argv: list[str]) -> int:
