@@ -201,7 +201,24 @@ class TrafficStatsCombineFn(beam.CombineFn):
         )
 
 
-class PartialStatsFn(beam.DoFn):
+class _BundleAggregateFn(beam.DoFn):
+    """Aggregates a bundle's records in ``_add`` (batched, or one at a time on runners without
+    Batched DoFns, such as the streaming DirectRunner); subclasses emit in ``finish_bundle``."""
+
+    def _add(self, records) -> None:
+        raise NotImplementedError
+
+    def process(self, record: AccessRecord):
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
+        self._add((record,))
+
+    @beam.DoFn.yields_elements
+    def process_batch(self, records: RecordList):
+        self._add(records)
+        return iter(())
+
+
+class PartialStatsFn(_BundleAggregateFn):
     """Pre-aggregates a bundle's records per stats window: one ``(window start, accumulator)``
     per window the bundle touched, timestamped at the window's start. Only these partials are
     windowed and shuffled, not every record."""
@@ -221,15 +238,6 @@ class PartialStatsFn(beam.DoFn):
             if acc is None:
                 acc = partials[start] = self.combine_fn.create_accumulator()
             add(acc, record)
-
-    def process(self, record: AccessRecord):
-        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
-        self._add((record,))
-
-    @beam.DoFn.yields_elements
-    def process_batch(self, records: RecordList):
-        self._add(records)
-        return iter(())
 
     def finish_bundle(self):
         for start, acc in self.partials.items():
@@ -291,7 +299,7 @@ class ComputeTrafficStats(beam.PTransform):
         )
 
 
-class CountPerSecondFn(beam.DoFn):
+class CountPerSecondFn(_BundleAggregateFn):
     """Counts a bundle's records per event second: one element per bundle, ``{second: ([count],
     origins)}``, where ``origins`` maps each source to its line numbers (used only if late)."""
 
@@ -306,15 +314,6 @@ class CountPerSecondFn(beam.DoFn):
                 entry = seconds[record.timestamp] = ([0], {})
             entry[0][0] += 1
             entry[1].setdefault(record.source, []).append(record.line)
-
-    def process(self, record: AccessRecord):
-        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
-        self._add((record,))
-
-    @beam.DoFn.yields_elements
-    def process_batch(self, records: RecordList):
-        self._add(records)
-        return iter(())
 
     def finish_bundle(self):
         if self.seconds:
