@@ -8,7 +8,6 @@ mistyped flag silently ignored is a wrong result.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from apache_beam.options.pipeline_options import (
@@ -123,11 +122,4 @@ def check_input_output(options, input_example: str, generate_hint: str) -> None:
 def require(value, flag: str, what: str):
     if value is None or value == "":
         raise UsageError(f"{flag} is required: {what}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
