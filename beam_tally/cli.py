@@ -18,13 +18,16 @@ commands:
   tally     --input GLOB --output DIR [--print_limit 20] [Beam options]
   monitor   --input GLOB --output DIR [--format auto|csv|clf] [--threshold 10]
             [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5] [Beam options]
+  produce   tally|access --input GLOB --serve HOST:PORT [--speedup N] [--follow]
+            [--max_delay 5]
+  tally|monitor --streaming --source HOST:PORT --output DIR [--stop_after S] ...
   generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
   generate  access --out FILE --format csv|clf --seconds N --rate R [--burst S:D:R ...]
             [--disorder S] [--bad_fraction F] [--seed N]
 
 'beam-tally COMMAND --help' describes a command's options."""
 
-COMMANDS = ("tally", "monitor", "generate")
+COMMANDS = ("tally", "monitor", "produce", "generate")
 
 
 def _dispatch(command: str, argv: list[str]) -> int:
@@ -36,6 +39,10 @@ def _dispatch(command: str, argv: list[str]) -> int:
         from beam_tally import monitor_pipeline
 
         return monitor_pipeline.run(argv)
+    if command == "produce":
+        from beam_tally import produce
+
+        return produce.run(argv)
     if argv and argv[0] == "access":
         from beam_tally import generate_access
 
@@ -50,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(
-            "beam-tally: say which command to run: tally, monitor or generate (beam-tally --help)",
+            "beam-tally: say which command to run: tally, monitor, produce or generate "
+            "(beam-tally --help)",
             file=sys.stderr,
         )
         return 2

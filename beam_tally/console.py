@@ -49,6 +49,7 @@ def format_tally_summary(
     seconds: float,
     distinct_emails: int,
     output: str,
+    ended: str | None = None,
 ) -> str:
     dead = counters.get("dead_letters", 0)
     by_reason = ", ".join(f"{escape_control(k)} {v:,}" for k, v in sorted(reasons.items()))
@@ -58,6 +59,7 @@ def format_tally_summary(
         f"{distinct_emails:,} distinct emails, {dead:,} dead letters"
         + (f" ({by_reason})" if by_reason else "")
         + f", {seconds:.2f} s",
+        *([f"live run: {ended}"] if ended else []),
         f"outputs: {output}",
     ]
     return "\n".join(lines)
@@ -107,7 +109,11 @@ def format_alert(alert: Alert) -> str:
 
 
 def format_monitor_summary(
-    counters: Mapping[str, int], reasons: Mapping[str, int], seconds: float, output: str
+    counters: Mapping[str, int],
+    reasons: Mapping[str, int],
+    seconds: float,
+    output: str,
+    ended: str | None = None,
 ) -> str:
     dead = counters.get("dead_letters", 0)
     by_reason = ", ".join(f"{escape_control(k)} {v:,}" for k, v in sorted(reasons.items()))
@@ -122,5 +128,7 @@ def format_monitor_summary(
     ]
     if alerts > recoveries:
         lines.append("alert still active at the end of the input")
+    if ended:
+        lines.append(f"live run: {ended}")
     lines.append(f"outputs: {output}")
     return "\n".join(lines)

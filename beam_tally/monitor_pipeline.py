@@ -11,15 +11,18 @@ import apache_beam as beam
 
 from beam_tally import console, metrics
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
+from beam_tally.io_stream import ReadStream, WriteJsonLinesLive
 from beam_tally.options import (
     IOOptions,
     MonitorOptions,
+    StreamOptions,
     UsageError,
     check_input_output,
+    check_source,
     parse_pipeline_args,
 )
 from beam_tally.records import alert_json, dead_letter_json, stats_json
-from beam_tally.runtime import run_pipeline
+from beam_tally.runtime import run_live, run_pipeline
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
 from transforms.traffic import (
     ALERTS,
@@ -28,16 +31,23 @@ from transforms.traffic import (
     ComputeTrafficStats,
     DetectHighTraffic,
     ParseAccessLines,
+    SeparateLateRecords,
 )
 
 HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv|clf]
           [--threshold 10] [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5]
           [Beam options]
+       beam-tally monitor --streaming --source HOST:PORT --output DIR [--stop_after S] ...
 
 Reads HTTP access logs (the exercise's CSV, or Common/Combined Log Format as nginx and Apache
 write it), prints stats for every --stats_window seconds of event time and a high-traffic alert
 when the --alert_window average passes --threshold requests per second, then its recovery.
-Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR."""
+Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR.
+
+Live: --streaming --source HOST:PORT reads what 'beam-tally produce access' serves, prints as
+the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl and dead_letters-*.jsonl as it
+goes, until the stream ends, --stop_after seconds pass, or Ctrl-C. A line more than --max_delay
+seconds behind the newest is a 'late' dead letter."""
 
 
 def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:
@@ -45,17 +55,27 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     io_opts = options.view_as(IOOptions)
     opts = options.view_as(MonitorOptions)
 
-    read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input)
+    source = options.view_as(StreamOptions).source
+    if source:  # live: the producer's stream; lines behind its watermark become dead letters
+        lines = p | "ReadStream" >> ReadStream(source, "access")
+        read_dead_letters = []
+    else:
+        read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input)
+        lines, read_dead_letters = read["lines"], [read[DEAD_LETTERS]]
     # Both consumers take event time from AccessRecord.timestamp: no per-record stamping.
-    parsed = read["lines"] | "ParseAccessLines" >> ParseAccessLines(opts.format, event_time=False)
+    parsed = lines | "ParseAccessLines" >> ParseAccessLines(opts.format, event_time=False)
     records = parsed[RECORDS]
+    if source:
+        on_time = records | "SeparateLate" >> SeparateLateRecords(opts.max_delay)
+        records = on_time[RECORDS]
+        read_dead_letters.append(on_time[LATE])
     stats = records | "ComputeTrafficStats" >> ComputeTrafficStats(opts.stats_window, opts.top)
     detected = records | "DetectHighTraffic" >> DetectHighTraffic(
         opts.threshold, opts.alert_window, opts.max_delay
     )
     alerts = detected[ALERTS]
     dead_letters = (
-        read[DEAD_LETTERS],
+        *read_dead_letters,
         parsed[DEAD_LETTERS],
         detected[LATE],
     ) | "AllDeadLetters" >> beam.Flatten()
@@ -65,7 +85,9 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
             "stats.jsonl": stats | "StatsToJson" >> beam.Map(stats_json),
             "alerts.jsonl": alerts | "AlertsToJson" >> beam.Map(alert_json),
             "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
-        } | "WriteOutputs" >> WriteJsonLines(io_opts.output)
+        } | "WriteOutputs" >> (
+            WriteJsonLinesLive(io_opts.output) if source else WriteJsonLines(io_opts.output)
+        )
     stats | "PrintStats" >> WriteToConsole(console.format_stats)
     alerts | "PrintAlerts" >> WriteToConsole(console.format_alert)
     return {"stats": stats, "alerts": alerts, "dead_letters": dead_letters, "records": records}
@@ -80,24 +102,25 @@ def validate(options) -> None:
         raise UsageError("--max_delay must be 0 or more seconds")
     if opts.threshold < 0:
         raise UsageError("--threshold must be 0 or more requests per second")
-    check_input_output(
-        options,
-        "'logs/access*.log'",
-        "generate a sample with 'beam-tally generate access --out FILE'",
-    )
+    if check_source(options) is None:
+        check_input_output(
+            options,
+            "'logs/access*.log'",
+            "generate a sample with 'beam-tally generate access --out FILE'",
+        )
 
 
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     output = options.view_as(IOOptions).output
-    result, seconds = run_pipeline(options, output, build_monitor_pipeline)
-    print(
-        console.format_monitor_summary(
-            metrics.counters(result, METRICS_NAMESPACE),
-            metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE),
-            seconds,
-            output,
-        )
-    )
+    if options.view_as(StreamOptions).source:
+        _, seconds, ended = run_live(options, output, build_monitor_pipeline)
+        totals, reasons = metrics.live_monitor_counters(output)
+    else:
+        result, seconds = run_pipeline(options, output, build_monitor_pipeline)
+        totals = metrics.counters(result, METRICS_NAMESPACE)
+        reasons = metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE)
+        ended = None
+    print(console.format_monitor_summary(totals, reasons, seconds, output, ended))
     return 0

@@ -20,7 +20,14 @@ from beam_tally.errors import HelpRequested, UsageError, UsageParser
 from beam_tally.io import matching_files
 
 DEFAULT_RUNNER = "DirectRunner"
-__all__ = ["IOOptions", "MonitorOptions", "TallyOptions", "UsageError", "parse_pipeline_args"]
+__all__ = [
+    "IOOptions",
+    "MonitorOptions",
+    "StreamOptions",
+    "TallyOptions",
+    "UsageError",
+    "parse_pipeline_args",
+]
 
 
 class IOOptions(PipelineOptions):
@@ -61,6 +68,25 @@ class MonitorOptions(PipelineOptions):
         parser.add_argument("--top", type=int, default=5, help="Entries of each top list.")
 
 
+class StreamOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--source",
+            help="HOST:PORT of a 'beam-tally produce' stream to read instead of --input "
+            "(with --streaming).",
+        )
+        parser.add_argument(
+            "--stop_after", type=float, help="End a streaming run after this many seconds."
+        )
+        parser.add_argument(
+            "--connect_timeout",
+            type=float,
+            default=30.0,
+            help="Seconds to wait for the --source producer to answer (default 30).",
+        )
+
+
 class _StrictParser(UsageParser, _BeamArgumentParser):
     """Beam's parser (ValueProvider arguments), with ``UsageError`` for errors."""
 
@@ -96,6 +122,35 @@ def parse_pipeline_args(argv: list[str], help_text: str) -> PipelineOptions:
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     return options
+
+
+def check_source(options) -> str | None:
+    """The ``--source`` of a streaming run (None for a batch run over ``--input``); a source
+    without ``--streaming``, or both ``--source`` and ``--input``, is a usage error."""
+    stream = options.view_as(StreamOptions)
+    streaming = options.view_as(StandardOptions).streaming
+    io_opts = options.view_as(IOOptions)
+    if stream.stop_after is not None and stream.stop_after <= 0:
+        raise UsageError("--stop_after must be a positive number of seconds")
+    if stream.connect_timeout <= 0:
+        raise UsageError("--connect_timeout must be a positive number of seconds")
+    if not stream.source:
+        if streaming:
+            raise UsageError(
+                "--streaming reads a live stream: add --source HOST:PORT of a "
+                "'beam-tally produce' (or drop --streaming to read --input files)"
+            )
+        return None
+    if not streaming:
+        raise UsageError("--source reads a live stream: add --streaming")
+    if io_opts.input:
+        raise UsageError("give --input (batch) or --streaming --source (live), not both")
+    if ":" not in stream.source:
+        raise UsageError("--source needs HOST:PORT, e.g. --source 127.0.0.1:50051")
+    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
+    if os.path.isfile(io_opts.output):
+        raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
+    return stream.source
 
 
 def absolute_pattern(pattern: str) -> str:

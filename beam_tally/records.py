@@ -133,6 +133,13 @@ class AccessLine(NamedTuple):
     fmt: str = ""
 
 
+# On a live stream, what the producer could not send as data travels as data too, and becomes a
+# dead letter in the consumer: an access line with format ``STREAM_ERROR`` whose text is the
+# reason, or a tally document whose content is ``STREAM_ERROR_PREFIX`` followed by the reason.
+STREAM_ERROR = "error"
+STREAM_ERROR_PREFIX = b"\x00beam-tally-error\x00"
+
+
 for _record in (
     SourceFile,
     LogEntry,

@@ -8,6 +8,8 @@ monitor run. ``tune_gc`` moves what exists when the run starts into the permanen
 """
 
 import gc
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -44,3 +46,53 @@ def run_pipeline(options, output: str, build: Callable) -> tuple[object, float]:
     finally:
         restore_gc(previous)
     return result, time.perf_counter() - started
+
+
+def run_live(options, output: str, build: Callable) -> tuple[object, float, str]:
+    """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
+    (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
+    written as the run goes, so stopping it keeps everything already reported."""
+    from beam_tally.io_stream import wait_for_source
+    from beam_tally.options import StreamOptions
+
+    stream = options.view_as(StreamOptions)
+    wait_for_source(stream.source, stream.connect_timeout)
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
+    started = time.perf_counter()
+    p = beam.Pipeline(options=options)
+    build(p, options)
+    result = p.run()
+    finished = threading.Event()
+    failure: list[BaseException] = []
+
+    def wait():
+        try:
+            result.wait_until_finish()
+        except BaseException as err:  # reported by the main thread
+            failure.append(err)
+        finally:
+            finished.set()
+
+    threading.Thread(target=wait, name="wait-until-finish", daemon=True).start()
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    ended = "the stream ended"
+    deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
+    try:
+        while not finished.wait(0.1):
+            if stop.is_set():
+                ended = "stopped (SIGTERM)"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                ended = f"stopped after --stop_after {stream.stop_after:g} s"
+                break
+    except KeyboardInterrupt:
+        ended = "stopped (Ctrl-C)"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if not finished.is_set():
+            result.cancel()
+    if failure:
+        raise failure[0]
+    return result, time.perf_counter() - started, ended

@@ -14,11 +14,14 @@ from apache_beam.metrics import Metrics
 
 from beam_tally import console, metrics
 from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
+from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, per_document_windows
 from beam_tally.options import (
     IOOptions,
+    StreamOptions,
     TallyOptions,
     UsageError,
     check_input_output,
+    check_source,
     parse_pipeline_args,
 )
 from beam_tally.records import (
@@ -26,7 +29,7 @@ from beam_tally.records import (
     file_tally_json,
     global_tally_json,
 )
-from beam_tally.runtime import run_pipeline
+from beam_tally.runtime import run_live, run_pipeline
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
@@ -40,6 +43,7 @@ from transforms.tally import (
 )
 
 HELP = """usage: beam-tally tally --input GLOB --output DIR [--print_limit N] [Beam options]
+       beam-tally tally --streaming --source HOST:PORT --output DIR [--stop_after S] ...
 
 Tallies logs per email in every logs_xx.json file matched by GLOB and keeps a global tally,
 printed after each file. Writes tallies.jsonl, global_tally.jsonl, global_tally_final.json and
@@ -48,7 +52,11 @@ dead_letters.jsonl under DIR.
   --input GLOB       files to read (quote the glob)
   --output DIR       directory for the outputs (created if missing)
   --print_limit N    entries of each tally printed on the console (default 20)
-  Beam options       e.g. --runner=DirectRunner (default), --direct_num_workers=2"""
+  Beam options       e.g. --runner=DirectRunner (default), --direct_num_workers=2
+
+Live: --streaming --source HOST:PORT reads the documents 'beam-tally produce tally' serves and
+writes tallies-*.jsonl, global_tally-*.jsonl and dead_letters-*.jsonl as it goes, until the
+stream ends, --stop_after seconds pass, or Ctrl-C (--connect_timeout S: wait for the producer)."""
 
 
 def _final_json(final) -> str:
@@ -62,14 +70,30 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     tally_opts = options.view_as(TallyOptions)
     output = io_opts.output
 
-    read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input)
-    parsed = read["files"] | "ParseLogDocuments" >> ParseLogDocuments()
+    source = options.view_as(StreamOptions).source
+    if source:  # live: documents from the producer, each in its own tiny event-time window
+        files = (
+            p
+            | "ReadStream" >> ReadStream(source, "tally")
+            | "PerDocument" >> (per_document_windows())
+        )
+        read_dead_letters = []
+    else:
+        read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input)
+        files, read_dead_letters = read["files"], [read[DEAD_LETTERS]]
+    parsed = files | "ParseLogDocuments" >> ParseLogDocuments()
     tallies = (parsed[LOGS], parsed[DOCUMENTS]) | "TallyPerFile" >> TallyPerFile()
     global_tally = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
     updates, final = global_tally[UPDATES], global_tally[FINAL]
-    dead_letters = (read[DEAD_LETTERS], parsed[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
+    dead_letters = (*read_dead_letters, parsed[DEAD_LETTERS]) | "AllDeadLetters" >> (beam.Flatten())
 
-    if output:
+    if output and source:  # written as the run goes; the final tally is the last update
+        {
+            "tallies.jsonl": tallies | "TalliesToJson" >> beam.Map(file_tally_json),
+            "global_tally.jsonl": updates | "UpdatesToJson" >> beam.Map(global_tally_json),
+            "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
+        } | "WriteOutputs" >> WriteJsonLinesLive(output)
+    elif output:
         {
             "tallies.jsonl": tallies | "TalliesToJson" >> beam.Map(file_tally_json),
             "global_tally.jsonl": updates | "UpdatesToJson" >> beam.Map(global_tally_json),
@@ -93,23 +117,24 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
 def validate(options) -> None:
     if options.view_as(TallyOptions).print_limit < 0:
         raise UsageError("--print_limit must be 0 or more")
-    check_input_output(
-        options, "'logs/*.json'", "generate samples with 'beam-tally generate tally --out DIR'"
-    )
+    if check_source(options) is None:
+        check_input_output(
+            options, "'logs/*.json'", "generate samples with 'beam-tally generate tally --out DIR'"
+        )
 
 
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     output = options.view_as(IOOptions).output
-    result, seconds = run_pipeline(options, output, build_tally_pipeline)
-    print(
-        console.format_tally_summary(
-            metrics.counters(result, METRICS_NAMESPACE),
-            metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE),
-            seconds,
-            metrics.gauge(result, METRICS_NAMESPACE, "distinct_emails"),
-            output,
-        )
-    )
+    if options.view_as(StreamOptions).source:
+        _, seconds, ended = run_live(options, output, build_tally_pipeline)
+        totals, reasons, emails = metrics.live_tally_counters(output)
+    else:
+        result, seconds = run_pipeline(options, output, build_tally_pipeline)
+        totals = metrics.counters(result, METRICS_NAMESPACE)
+        reasons = metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE)
+        emails = metrics.gauge(result, METRICS_NAMESPACE, "distinct_emails")
+        ended = None
+    print(console.format_tally_summary(totals, reasons, seconds, emails, output, ended))
     return 0

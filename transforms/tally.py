@@ -17,10 +17,12 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 
 from beam_tally.records import (
+    STREAM_ERROR_PREFIX,
     DeadLetter,
     FileTally,
     GlobalTally,
@@ -56,6 +58,12 @@ class ParseLogDocumentFn(beam.DoFn):
         self.logs = Metrics.counter(METRICS_NAMESPACE, "logs")
 
     def process(self, doc: SourceFile):
+        if doc.content.startswith(STREAM_ERROR_PREFIX):  # the producer could not send it
+            reason = doc.content[len(STREAM_ERROR_PREFIX) :].decode("utf-8", "replace")
+            dead = DeadLetter(doc.source, None, reason, "")
+            count_dead_letter(dead)
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            return
         batch, dead_letters = parse_log_document(doc.source, doc.content)
         self.documents.inc()
         self.logs.inc(len(batch.emails))
@@ -211,6 +219,7 @@ class UpdateGlobalTally(beam.PTransform):
     def expand(self, tallies):
         return (
             tallies
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())  # live: per-file windows
             | "KeyGlobally"
             >> beam.Map(lambda t: ("global", t)).with_output_types(tuple[str, FileTally])
             | "Apply" >> beam.ParDo(ApplyTallyFn()).with_outputs(FINAL, main=UPDATES)

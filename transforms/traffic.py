@@ -27,6 +27,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_tally.records import (
+    STREAM_ERROR,
     AccessLine,
     AccessRecord,
     DeadLetter,
@@ -72,6 +73,11 @@ class ParseAccessLineFn(beam.DoFn):
         auto = self.fmt == "auto"
         parse = access_log.parse_line
         for source, number, text, file_fmt in lines:
+            if file_fmt == STREAM_ERROR:  # the producer could not read it: text is the reason
+                dead = DeadLetter(source, number, text, "")
+                count_dead_letter(dead)
+                dead_letters.append(dead)
+                continue
             fmt = self.fmt
             if auto:
                 fmt = file_fmt  # told by the reader from the file's first lines
@@ -415,6 +421,73 @@ class DetectHighTrafficFn(beam.DoFn):
         yield from self._evaluate(rule_state, rule.last_second)[1]
 
 
+class BundleRecordsFn(_BundleAggregateFn):
+    """A bundle's records as one keyed element, timestamped at its earliest event second."""
+
+    def start_bundle(self):
+        self.records: list[AccessRecord] = []
+
+    def _add(self, records) -> None:
+        self.records.extend(records)
+
+    def finish_bundle(self):
+        if self.records:
+            earliest = min(record.timestamp for record in self.records)
+            yield window.GlobalWindows.windowed_value(("all", self.records), timestamp=earliest)
+        self.records = []
+
+
+class SeparateLateFn(beam.DoFn):
+    """Keyed stateful: a record more than ``max_delay`` seconds behind the newest event second
+    seen so far is late (a ``late`` dead letter); every other record passes on, in order."""
+
+    NEWEST = ReadModifyWriteStateSpec("newest", PickleCoder())
+
+    def __init__(self, max_delay: int) -> None:
+        self.max_delay = max_delay
+        self.late = Metrics.counter(METRICS_NAMESPACE, "late_lines")
+
+    def process(self, keyed, newest_state=beam.DoFn.StateParam(NEWEST)):
+        _, records = keyed
+        newest = newest_state.read()
+        for record in records:
+            second = record.timestamp
+            if newest is None or second > newest:
+                newest = second
+            elif second < newest - self.max_delay:
+                self.late.inc()
+                reason = (
+                    f"late: event second {second} is more than --max_delay {self.max_delay} s "
+                    f"behind the newest, {newest}"
+                )
+                dead = DeadLetter(record.source, record.line, reason, "")
+                count_dead_letter(dead)
+                yield pvalue.TaggedOutput(LATE, dead)
+                continue
+            yield record
+        newest_state.write(newest)
+
+
+class SeparateLateRecords(beam.PTransform):
+    """``PCollection[AccessRecord]`` from a live stream -> ``records`` (on time) and ``late``
+    (``DeadLetter``). One decision for every consumer downstream: a record passed on is never
+    behind the watermark of a stream whose watermark trails its newest line by ``max_delay``
+    (as ``beam-tally produce`` serves it), so no window drops it and the detector never finds
+    its second already evaluated. Bounded inputs need no such step: nothing in them is late."""
+
+    def __init__(self, max_delay: int = 5) -> None:
+        super().__init__()
+        self.max_delay = max_delay
+
+    def expand(self, records):
+        return (
+            records
+            | "BundleRecords" >> beam.ParDo(BundleRecordsFn()).with_output_types(tuple[str, list])
+            | "Separate"
+            >> beam.ParDo(SeparateLateFn(self.max_delay)).with_outputs(LATE, main=RECORDS)
+        )
+
+
 class DetectHighTraffic(beam.PTransform):
     """``PCollection[AccessRecord]`` -> ``alerts`` (``Alert``, each change of state) and ``late``
     (``DeadLetter`` per line that arrived after its second was evaluated)."""
@@ -428,7 +501,7 @@ class DetectHighTraffic(beam.PTransform):
     def expand(self, records):
         return (
             records
-            | "CountPerSecond" >> beam.ParDo(CountPerSecondFn())
+            | "CountPerSecond" >> beam.ParDo(CountPerSecondFn()).with_output_types(tuple[str, dict])
             | "Detect"
             >> beam.ParDo(
                 DetectHighTrafficFn(self.threshold, self.window_seconds, self.max_delay)

@@ -1,0 +1,146 @@
+"""Live IO: the event stream between ``beam-tally produce`` and a ``--streaming`` consumer, and
+the streaming sink.
+
+The stream is Beam's ``TestStreamService`` over loopback gRPC: the producer serves elements
+with event timestamps and watermarks, and the consumer reads them with ``TestStream(endpoint=)``,
+the one live source the DirectRunner's streaming mode runs offline. Elements are encoded with
+the records' own coders (``stream_coder``), the same on both sides.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+import apache_beam as beam
+import grpc
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms import window
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
+
+from beam_tally.errors import UsageError
+from beam_tally.records import AccessLine, SourceFile
+
+KINDS = {"access": AccessLine, "tally": SourceFile}
+# A tally document larger than one gRPC message (4 MiB by default) travels as a
+# ``records.STREAM_ERROR_PREFIX`` dead letter rather than failing the stream.
+MAX_ELEMENT_BYTES = (4 << 20) - (16 << 10)
+
+_Event = beam_runner_api_pb2.TestStreamPayload.Event
+
+
+def stream_coder(kind: str) -> beam.coders.Coder:
+    return beam.coders.registry.get_coder(KINDS[kind])
+
+
+def _micros(seconds: float) -> int:
+    if seconds == float("inf"):
+        return MAX_TIMESTAMP.micros
+    if seconds == float("-inf"):
+        return MIN_TIMESTAMP.micros
+    return int(seconds * 1_000_000)
+
+
+def elements_event(items: list[tuple[float, Any]], coder, tag: str) -> _Event:
+    """A ``TestStreamService`` event carrying ``(event time in seconds, element)`` pairs."""
+    return _Event(
+        element_event=_Event.AddElements(
+            elements=[
+                beam_runner_api_pb2.TestStreamPayload.TimestampedElement(
+                    encoded_element=coder.encode(item), timestamp=_micros(ts)
+                )
+                for ts, item in items
+            ],
+            tag=tag,
+        )
+    )
+
+
+def watermark_event(at: float, tag: str) -> _Event:
+    return _Event(watermark_event=_Event.AdvanceWatermark(new_watermark=_micros(at), tag=tag))
+
+
+def wait_for_source(endpoint: str, timeout: float) -> None:
+    """Waits up to ``timeout`` seconds for a producer at ``endpoint``; ``UsageError`` if none."""
+    deadline = time.monotonic() + timeout
+    while True:
+        channel = grpc.insecure_channel(endpoint)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=min(1.0, timeout))
+            return
+        except grpc.FutureTimeoutError:
+            if time.monotonic() >= deadline:
+                raise UsageError(
+                    f"no producer answers at --source {endpoint} after {timeout:g} s: start "
+                    f"'beam-tally produce ... --serve {endpoint}' first"
+                ) from None
+        finally:
+            channel.close()
+
+
+class ReadStream(beam.PTransform):
+    """``PBegin`` -> the elements a producer serves at ``endpoint`` (``AccessLine`` for
+    ``access``, ``SourceFile`` for ``tally``), timestamped with their event time."""
+
+    def __init__(self, endpoint: str, kind: str) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.kind = kind
+
+    def expand(self, pbegin):
+        return pbegin | "TestStreamService" >> TestStream(
+            coder=stream_coder(self.kind), endpoint=self.endpoint
+        ).with_output_types(KINDS[self.kind])
+
+
+class _WriteBundleFn(beam.DoFn):
+    """Writes each bundle's lines to a new file ``NAME-<time>-<id>.jsonl`` through Beam's
+    FileSystems (written under a temporary name, then renamed, so a reader never sees half a
+    file), as the run goes: a run stopped or crashed keeps what it already reported."""
+
+    def __init__(self, directory: str, name: str) -> None:
+        self.directory = directory
+        self.stem, self.ext = os.path.splitext(name)
+
+    def start_bundle(self):
+        self.lines: list[str] = []
+
+    def process(self, line: str):
+        self.lines.append(line)
+
+    def finish_bundle(self):
+        if not self.lines:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        final = FileSystems.join(
+            self.directory, f"{self.stem}-{stamp}-{uuid.uuid4().hex[:12]}{self.ext}"
+        )
+        temp = FileSystems.join(self.directory, f".{uuid.uuid4().hex}.tmp")
+        with FileSystems.create(temp) as handle:
+            handle.write("".join(line + "\n" for line in self.lines).encode("utf-8"))
+        FileSystems.rename([temp], [final])
+        self.lines = []
+
+
+class WriteJsonLinesLive(beam.PTransform):
+    """``{file name: PCollection[str]}`` -> files ``NAME-*.jsonl`` under ``directory``, written
+    bundle by bundle while a streaming run goes (readers glob ``NAME*.jsonl``)."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def expand(self, named_lines):
+        for name, lines in named_lines.items():
+            lines | f"Write {name}" >> beam.ParDo(_WriteBundleFn(self.directory, name))
+        return beam.pvalue.PDone(next(iter(named_lines.values())).pipeline)
+
+
+def per_document_windows(seconds: float = 0.001):
+    """Tiny fixed windows for the tally stream: each document's logs close (and its per-file
+    tally fires) as soon as the producer's watermark passes the document's event time."""
+    return beam.WindowInto(window.FixedWindows(seconds))

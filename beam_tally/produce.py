@@ -1,0 +1,299 @@
+"""``beam-tally produce``: replays (or follows) inputs and serves them as a live event stream.
+
+One reader per access-log file (lines, in file order, each with the event time its parser
+finds) or one reader for a folder of tally documents (each document stamped with the time it
+is served). ``replay.stream_events`` reorders, merges, paces and watermarks them; each consumer
+that connects gets the whole replay from the start, as Beam ``TestStreamService`` events over
+gRPC (``io_stream``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+
+from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.replay import Elements, StreamSettings, SystemClock, Update, stream_events
+
+HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
+          [--follow] [--max_delay 5] [--format auto|csv|clf]
+
+Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --source HOST:PORT'.
+  access         access-log lines, in event-time order within --max_delay seconds of disorder
+  tally          logs_xx.json documents, oldest first, each stamped with the time it is served
+  --input GLOB   files to read (quote the glob), or a folder
+  --serve H:P    address to serve on, loopback (port 0 picks a free one and prints it)
+  --speedup N    pace by event time divided by N (default: as fast as possible)
+  --follow       keep reading lines appended to the files and new files matching GLOB
+  --max_delay S  reorder budget and watermark delay behind the newest line (default 5)
+Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
+
+CHUNK_LINES = 4096
+CHUNK_FILES = 16
+
+
+def _parser() -> UsageParser:
+    parser = UsageParser(prog="beam-tally produce", allow_abbrev=False, add_help=False)
+    parser.add_argument("kind", choices=["tally", "access"])
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--serve", required=True)
+    parser.add_argument("--speedup", type=float)
+    parser.add_argument("--follow", action="store_true")
+    parser.add_argument("--max_delay", type=float, default=5.0)
+    parser.add_argument("--format", default="auto", choices=["auto", "csv", "clf"])
+    parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
+    return parser
+
+
+def _pattern(path: str) -> str:
+    path = os.path.abspath(path)
+    return os.path.join(path, "*") if os.path.isdir(path) else path
+
+
+def _matches(pattern: str) -> list[str]:
+    return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+
+
+class AccessFileReader:
+    """Complete lines appended to one access-log file since the last read, each with its event
+    time (None for a line without one: a bad line, the CSV header, a blank line)."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.fmt = None if fmt == "auto" else fmt
+        self.offset = 0
+        self.line = 0
+        self.tail = b""
+
+    def read(self, final: bool) -> tuple[list, bool]:
+        """New ``(event time, AccessLine)`` pairs, up to ``CHUNK_LINES``, and whether the file
+        is at its end (``final``: a replay, so an unterminated last line is a line too)."""
+        from beam_tally.io import UNREADABLE, _file_format
+        from beam_tally.records import STREAM_ERROR, AccessLine
+        from transforms import access_log
+
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                block = handle.read(1 << 20)
+        except OSError as err:
+            self.line += 1
+            text = f"{UNREADABLE}: {type(err).__name__}: {err}"
+            return [(None, AccessLine(self.path, self.line, text, STREAM_ERROR))], True
+        self.offset += len(block)
+        data = self.tail + block
+        at_end = len(block) < (1 << 20)
+        cut = data.rfind(b"\n") + 1
+        if final and at_end:
+            cut = len(data)
+        raw_lines, self.tail = data[:cut].split(b"\n"), data[cut:]
+        if cut and data[cut - 1 : cut] == b"\n":
+            raw_lines.pop()  # the empty piece after the last newline
+        if self.fmt is None and raw_lines:
+            self.fmt = _file_format(b"\n".join(raw_lines[:20])) or ""
+        items = []
+        for raw in raw_lines:
+            self.line += 1
+            try:
+                text, fmt = raw.decode("utf-8").rstrip("\r"), self.fmt
+            except UnicodeDecodeError as bad:
+                text = f"{access_log.UNDECODABLE}: invalid UTF-8 at byte {bad.start}"
+                fmt = STREAM_ERROR
+            ts = None
+            if fmt in access_log.FORMATS:
+                try:
+                    record = access_log.parse_line(text, fmt)
+                    ts = record.timestamp if record is not None else None
+                except access_log.BadLine:
+                    pass
+            items.append((ts, AccessLine(self.path, self.line, text, fmt or "")))
+        return items, at_end and not self.tail
+
+
+def access_poll(pattern: str, fmt: str, follow: bool):
+    readers: dict[str, AccessFileReader] = {}
+    done: set[str] = set()
+
+    def poll() -> list[Update]:
+        for path in _matches(pattern):
+            if path not in readers:
+                readers[path] = AccessFileReader(path, fmt)
+        updates = []
+        for path, reader in readers.items():
+            if path in done:
+                continue
+            items, at_end = reader.read(final=not follow)
+            finished = at_end and not follow
+            if finished:
+                done.add(path)
+            updates.append(Update(path, items, finished))
+        return updates
+
+    return poll
+
+
+def tally_poll(pattern: str, follow: bool, clock):
+    """Documents oldest first; in follow mode a new file is served once its size and mtime
+    have not changed between two polls, and every path only once."""
+    from beam_tally.io import UNREADABLE
+    from beam_tally.io_stream import MAX_ELEMENT_BYTES
+    from beam_tally.records import STREAM_ERROR_PREFIX, SourceFile
+
+    served: set[str] = set()
+    last_seen: dict[str, tuple[int, int]] = {}
+    stamp = [0.0]
+
+    def stamped(document):
+        stamp[0] = max(clock.now(), stamp[0] + 0.002)  # strictly increasing event times
+        return stamp[0], document
+
+    def read(path: str) -> SourceFile:
+        try:
+            with open(path, "rb") as handle:
+                content = handle.read()
+        except OSError as err:
+            reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
+            return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
+        if len(content) > MAX_ELEMENT_BYTES:
+            reason = f"too large to stream: {len(content):,} bytes in one document"
+            return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
+        return SourceFile(path, content)
+
+    def poll() -> list[Update]:
+        candidates = []
+        for path in _matches(pattern):
+            if path in served:
+                continue
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            signature = (info.st_size, info.st_mtime_ns)
+            if follow and last_seen.get(path) != signature:
+                last_seen[path] = signature  # still changing, or just seen: next poll
+                continue
+            candidates.append((info.st_mtime_ns, path))
+        candidates.sort()
+        batch = [path for _, path in candidates[:CHUNK_FILES]]
+        served.update(batch)
+        items = [stamped(read(path)) for path in batch]
+        done = not follow and len(candidates) <= CHUNK_FILES
+        return [Update("documents", items, done)]
+
+    return poll
+
+
+class _Service:
+    """The gRPC servicer: each ``Events`` call streams a fresh replay."""
+
+    def __init__(self, kind: str, make_poll, settings: StreamSettings) -> None:
+        from beam_tally.io_stream import stream_coder
+
+        self.coder = stream_coder(kind)
+        self.make_poll = make_poll
+        self.settings = settings
+        self.lock = threading.Lock()
+
+    def Events(self, request, context):
+        from beam_tally.io_stream import elements_event, watermark_event
+
+        tag = request.output_ids[0] if request.output_ids else ""
+        clock = SystemClock()
+        served = 0
+        _say(f"consumer connected from {context.peer()}")
+        for event in stream_events(self.make_poll(clock), self.settings, clock):
+            if not context.is_active():
+                _say(f"consumer left after {served:,} elements")
+                return
+            if isinstance(event, Elements):
+                served += len(event.items)
+                yield elements_event(event.items, self.coder, tag)
+            else:
+                yield watermark_event(event.at, tag)
+        _say(f"replay finished: {served:,} elements served")
+
+
+def _say(message: str) -> None:
+    print(f"produce: {message}", flush=True)
+
+
+def serve(args) -> int:
+    import grpc
+    from apache_beam.portability.api import beam_interactive_api_pb2_grpc as api_grpc
+
+    pattern = _pattern(args.input)
+    if not args.follow and not _matches(pattern):
+        raise UsageError(f"--input {args.input!r} matches no file: check the path, or use --follow")
+    settings = StreamSettings(
+        max_delay=args.max_delay if args.kind == "access" else 0.0,
+        speedup=args.speedup if args.kind == "access" else None,
+        follow=args.follow,
+        heartbeat=args.heartbeat,
+        poll=args.poll,
+        clock_watermark=args.kind == "tally",
+    )
+    if args.kind == "access":
+
+        def make_poll(clock):
+            return access_poll(pattern, args.format, args.follow)
+    else:
+
+        def make_poll(clock):
+            return tally_poll(pattern, args.follow, clock)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    service = _Service(args.kind, make_poll, settings)
+    servicer = type(
+        "TestStreamService", (api_grpc.TestStreamServiceServicer,), {"Events": service.Events}
+    )()
+    api_grpc.add_TestStreamServiceServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(args.serve)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise UsageError(
+            f"cannot serve on {args.serve}: the port is taken or the address is not local "
+            "(pick another --serve HOST:PORT, or port 0 for a free one)"
+        )
+    host = args.serve.rsplit(":", 1)[0]
+    server.start()
+    mode = "following" if args.follow else "replaying"
+    pace = f"speedup {args.speedup:g}" if settings.speedup else "unpaced"
+    _say(f"{mode} {args.kind} from {pattern} on {host}:{port} ({pace}); Ctrl-C stops")
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop(grace=1).wait(2)
+    _say("stopped")
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv):
+        raise HelpRequested(HELP)
+    args = _parser().parse_args(argv)
+    if ":" not in args.serve:
+        raise UsageError("--serve needs HOST:PORT, e.g. --serve 127.0.0.1:50051")
+    if args.speedup is not None and args.speedup <= 0:
+        raise UsageError("--speedup must be a positive number")
+    if args.max_delay < 0:
+        raise UsageError("--max_delay must be 0 or more seconds")
+    sys.stdout.reconfigure(line_buffering=True)
+    return serve(args)

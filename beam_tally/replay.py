@@ -1,0 +1,279 @@
+"""The producer's logic, pure: reorder, merge, pace and watermark a replay (no Beam, no gRPC).
+
+``stream_events`` turns what readers return into the events a live source serves: ``Elements``
+(lists of ``(event time, item)``) and ``Watermark``. Each reader (one per input file) has a
+reorder buffer that releases items in event-time order once they are ``max_delay`` behind the
+newest it has read, and whose watermark is ``newest - max_delay``. The merged stream's
+watermark is the minimum over the readers still reading (an idle reader in follow mode stops
+holding it back), never goes back, and is sent only after every item at or before it. Items are
+paced by event time divided by ``speedup``; heartbeats repeat the watermark while idle.
+
+Time comes from a ``Clock`` passed in, so tests drive it with a fake one and never sleep.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+NEG_INF = -math.inf
+POS_INF = math.inf
+
+
+class Elements(NamedTuple):
+    items: list[tuple[float, Any]]  # (event time in seconds, item), in event-time order
+
+
+class Watermark(NamedTuple):
+    at: float  # seconds; +inf ends the stream
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...  # wall time, seconds since the epoch
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class Update(NamedTuple):
+    """What one reader returned on one poll: new ``(event time or None, item)`` pairs (None: an
+    item without event time, a bad line, which travels at the newest time seen) and whether
+    the reader has reached the end of its input."""
+
+    reader: str
+    items: list[tuple[float | None, Any]]
+    done: bool = False
+
+
+@dataclass
+class ReorderBuffer:
+    """One reader's items, released in event-time order once ``max_delay`` behind its newest."""
+
+    max_delay: float
+    newest: float | None = None
+    _heap: list = field(default_factory=list)
+    _untimed: list = field(default_factory=list)
+    _seq: int = 0
+
+    def push(self, ts: float | None, item: Any) -> None:
+        if ts is None:
+            if self.newest is None:  # nothing timed yet: wait for the first event time
+                self._untimed.append(item)
+                return
+            ts = self.newest
+        elif self.newest is None or ts > self.newest:
+            self.newest = ts
+        for waiting in self._untimed:
+            self._push(ts, waiting)
+        self._untimed.clear()
+        self._push(ts, item)
+
+    def _push(self, ts: float, item: Any) -> None:
+        heapq.heappush(self._heap, (ts, self._seq, item))
+        self._seq += 1
+
+    @property
+    def watermark(self) -> float:
+        return NEG_INF if self.newest is None else self.newest - self.max_delay
+
+    def pop_until(self, limit: float) -> Iterator[tuple[float, Any]]:
+        """Items with event time at or before ``limit``, oldest first (ties in arrival order)."""
+        heap = self._heap
+        while heap and heap[0][0] <= limit:
+            ts, _, item = heapq.heappop(heap)
+            yield ts, item
+
+    def drain(self, fallback: float) -> Iterator[tuple[float, Any]]:
+        """Everything left; untimed items (a reader that never saw an event time) at
+        ``fallback``."""
+        for item in self._untimed:
+            self._push(fallback, item)
+        self._untimed.clear()
+        yield from self.pop_until(POS_INF)
+
+
+class Merger:
+    """Readers' buffers merged into one event-time ordered stream with one watermark."""
+
+    def __init__(self, max_delay: float) -> None:
+        self.max_delay = max_delay
+        self.buffers: dict[str, ReorderBuffer] = {}
+        self.finished: set[str] = set()
+        self.idle: set[str] = set()
+        self.watermark = NEG_INF  # the merged watermark so far; never goes back
+
+    def apply(self, update: Update) -> None:
+        buffer = self.buffers.get(update.reader)
+        if buffer is None:
+            buffer = self.buffers[update.reader] = ReorderBuffer(self.max_delay)
+        for ts, item in update.items:
+            buffer.push(ts, item)
+        if update.items:
+            self.idle.discard(update.reader)
+        if update.done:
+            self.finished.add(update.reader)
+
+    @property
+    def all_finished(self) -> bool:
+        return bool(self.buffers) and len(self.finished) == len(self.buffers)
+
+    def advance(self) -> tuple[list[tuple[float, Any]], float]:
+        """The items now released (event-time order) and the watermark to send after them."""
+        holding = [
+            buffer.watermark
+            for name, buffer in self.buffers.items()
+            if name not in self.finished and name not in self.idle
+        ]
+        if self.all_finished:
+            target = POS_INF
+        elif holding:
+            target = min(holding)
+        else:  # every reader idle: release what they have up to their own watermarks
+            target = min((b.watermark for b in self.buffers.values()), default=NEG_INF)
+            target = max(target, self.watermark)
+        self.watermark = max(self.watermark, target)
+        if self.watermark == POS_INF:
+            newest = max(
+                (b.newest for b in self.buffers.values() if b.newest is not None), default=0
+            )
+            streams = [b.drain(newest) for b in self.buffers.values()]
+        else:
+            streams = [b.pop_until(self.watermark) for b in self.buffers.values()]
+        released = list(heapq.merge(*(list(s) for s in streams), key=lambda pair: pair[0]))
+        return released, self.watermark
+
+
+class Pacer:
+    """When each event time is due: the first item at once, then event-time gaps divided by
+    ``speedup`` (None: no pacing, everything is due at once)."""
+
+    def __init__(self, speedup: float | None, clock: Clock) -> None:
+        if speedup is not None and speedup <= 0:
+            raise ValueError("speedup must be positive")
+        self.speedup = speedup
+        self.clock = clock
+        self.origin: tuple[float, float] | None = None  # (event time, wall time) of the first
+
+    def due(self, ts: float) -> float:
+        now = self.clock.now()
+        if self.speedup is None:
+            return now
+        if self.origin is None:
+            self.origin = (ts, now)
+        first_ts, started = self.origin
+        return started + (ts - first_ts) / self.speedup
+
+
+@dataclass
+class StreamSettings:
+    max_delay: float = 5.0
+    speedup: float | None = None
+    follow: bool = False
+    batch: int = 500  # items per Elements event
+    granularity: float = 0.05  # seconds: items due this close together are sent together
+    heartbeat: float = 1.0  # seconds between events while idle
+    poll: float = 0.2  # seconds between polls of idle inputs (follow mode)
+    idle_after: float = 2.0  # seconds without new data before a followed reader stops holding
+    clock_watermark: bool = False  # items are stamped with the clock: the watermark follows it
+
+
+def stream_events(
+    poll: Callable[[], Iterable[Update]], settings: StreamSettings, clock: Clock
+) -> Iterator[Elements | Watermark]:
+    """The events of one replay (or follow session), from ``poll``, which returns each reader's
+    new items (an empty iterable when nothing is new). Ends with ``Watermark(+inf)`` once every
+    reader is done and nothing is followed."""
+    return _Session(poll, settings, clock).events()
+
+
+class _Session:
+    def __init__(self, poll, settings: StreamSettings, clock: Clock) -> None:
+        self.poll = poll
+        self.settings = settings
+        self.clock = clock
+        self.merger = Merger(settings.max_delay)
+        self.pacer = Pacer(settings.speedup, clock)
+        self.sent = NEG_INF  # the last watermark sent
+        self.last_event = clock.now()
+        self.last_data: dict[str, float] = {}
+
+    def _read(self) -> bool:
+        """Applies one poll; marks followed readers idle; whether anything new arrived."""
+        now = self.clock.now()
+        got_data = False
+        for update in self.poll():
+            self.merger.apply(update)
+            if update.items or update.reader not in self.last_data:
+                self.last_data[update.reader] = now
+            got_data = got_data or bool(update.items)
+        if self.settings.follow:
+            for reader, seen in self.last_data.items():
+                if now - seen >= self.settings.idle_after and reader not in self.merger.finished:
+                    self.merger.idle.add(reader)
+        return got_data
+
+    def _watermark(self, at: float) -> Iterator[Watermark]:
+        if at > self.sent:
+            self.sent = at
+            self.last_event = self.clock.now()
+            yield Watermark(at)
+
+    def _heartbeat(self) -> Iterator[Watermark]:
+        """The last watermark again, if nothing was sent for a heartbeat: a source that hears
+        nothing for long gives up."""
+        if self.clock.now() - self.last_event >= self.settings.heartbeat:
+            self.last_event = self.clock.now()
+            yield Watermark(self.sent)
+
+    def _flush(self, batch: list) -> Iterator[Elements | Watermark]:
+        """Sends ``batch`` and moves the watermark up to its newest item: released items come
+        in event-time order, so nothing older is still to come."""
+        if batch:
+            yield Elements(batch)
+            self.last_event = self.clock.now()
+            yield from self._watermark(min(batch[-1][0], self.merger.watermark))
+
+    def _paced(self, released: list) -> Iterator[Elements | Watermark]:
+        """``released`` in batches, each sent when its items are due (items due within
+        ``granularity`` go together)."""
+        settings, clock = self.settings, self.clock
+        batch: list[tuple[float, Any]] = []
+        for ts, item in released:
+            wait = self.pacer.due(ts) - clock.now()
+            if wait > settings.granularity:
+                yield from self._flush(batch)
+                batch = []
+                while wait > 0:  # sleep in heartbeat-sized steps
+                    clock.sleep(min(wait, settings.heartbeat))
+                    yield from self._heartbeat()
+                    wait = self.pacer.due(ts) - clock.now()
+            batch.append((ts, item))
+            if len(batch) >= settings.batch:
+                yield from self._flush(batch)
+                batch = []
+        yield from self._flush(batch)
+
+    def events(self) -> Iterator[Elements | Watermark]:
+        while True:
+            got_data = self._read()
+            released, watermark = self.merger.advance()
+            if self.settings.clock_watermark and not self.merger.all_finished:
+                watermark = self.merger.watermark = max(watermark, self.clock.now())
+            yield from self._paced(released)
+            yield from self._watermark(watermark)
+            if self.sent == POS_INF:
+                return
+            if not got_data:
+                yield from self._heartbeat()
+                self.clock.sleep(self.settings.poll)
