@@ -247,7 +247,10 @@ def serve(args) -> int:
         def make_poll(clock):
             return tally_poll(pattern, args.follow, clock)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    # No SO_REUSEPORT: a second producer on a taken port must fail, not share it.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8), options=[("grpc.so_reuseport", 0)]
+    )
     service = _Service(args.kind, make_poll, settings)
     servicer = type(
         "TestStreamService", (api_grpc.TestStreamServiceServicer,), {"Events": service.Events}
@@ -268,19 +271,17 @@ def serve(args) -> int:
     pace = f"speedup {args.speedup:g}" if settings.speedup else "unpaced"
     _say(f"{mode} {args.kind} from {pattern} on {host}:{port} ({pace}); Ctrl-C stops")
     stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    handlers = {
+        signum: signal.signal(signum, lambda signum, frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while not stop.wait(0.2):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.stop(grace=1).wait(2)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     _say("stopped")
     return 0
 

@@ -75,24 +75,28 @@ def run_live(options, output: str, build: Callable) -> tuple[object, float, str]
             finished.set()
 
     threading.Thread(target=wait, name="wait-until-finish", daemon=True).start()
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    # Ctrl-C and SIGTERM only set a flag: the main thread then cancels the run itself, so no
+    # KeyboardInterrupt lands in the middle of a lock.
+    signals: list[int] = []
+    handlers = {
+        signum: signal.signal(signum, lambda signum, frame: signals.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     ended = "the stream ended"
     deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
     try:
         while not finished.wait(0.1):
-            if stop.is_set():
-                ended = "stopped (SIGTERM)"
+            if signals:
+                ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 ended = f"stopped after --stop_after {stream.stop_after:g} s"
                 break
-    except KeyboardInterrupt:
-        ended = "stopped (Ctrl-C)"
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if not finished.is_set():
             result.cancel()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     if failure:
         raise failure[0]
     return result, time.perf_counter() - started, ended

@@ -81,7 +81,7 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     else:
         read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input)
         files, read_dead_letters = read["files"], [read[DEAD_LETTERS]]
-    parsed = files | "ParseLogDocuments" >> ParseLogDocuments()
+    parsed = files | "ParseLogDocuments" >> ParseLogDocuments(batched=not source)
     tallies = (parsed[LOGS], parsed[DOCUMENTS]) | "TallyPerFile" >> TallyPerFile()
     global_tally = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
     updates, final = global_tally[UPDATES], global_tally[FINAL]

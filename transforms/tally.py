@@ -30,7 +30,7 @@ from beam_tally.records import (
     SourceFile,
     sorted_tally,
 )
-from transforms.log_batch import LogBatch
+from transforms.log_batch import LogBatch, LogBatchConverter
 from transforms.parse_logs import parse_log_document, reason_code
 
 METRICS_NAMESPACE = "beam_tally"
@@ -91,15 +91,31 @@ class EmitLogBatchFn(beam.DoFn):
         yield batch
 
 
+def _entries(batch: LogBatch) -> Iterator[LogEntry]:
+    return LogBatchConverter().explode_batch(batch)
+
+
 class ParseLogDocuments(beam.PTransform):
     """``PCollection[SourceFile]`` -> outputs ``logs`` (``LogEntry``), ``documents`` (the source
-    path of every parsed document) and ``dead_letters`` (``DeadLetter``)."""
+    path of every parsed document) and ``dead_letters`` (``DeadLetter``).
+
+    ``batched=False`` emits the logs one by one, for runners without Batched DoFns (the
+    DirectRunner's streaming mode)."""
+
+    def __init__(self, batched: bool = True) -> None:
+        super().__init__()
+        self.batched = batched
 
     def expand(self, docs):
         parsed = docs | "Parse" >> beam.ParDo(ParseLogDocumentFn()).with_outputs(
             DOCUMENTS, DEAD_LETTERS, main="batches"
         )
-        logs = parsed.batches | "AsLogEntries" >> beam.ParDo(EmitLogBatchFn())
+        if self.batched:
+            logs = parsed.batches | "AsLogEntries" >> beam.ParDo(EmitLogBatchFn())
+        else:
+            logs = parsed.batches | "AsLogEntries" >> beam.FlatMap(_entries).with_output_types(
+                LogEntry
+            )
         return {
             LOGS: logs,
             DOCUMENTS: parsed[DOCUMENTS],
@@ -108,7 +124,11 @@ class ParseLogDocuments(beam.PTransform):
 
 
 class CountEmailsFn(beam.DoFn):
-    """Counts a batch of logs per (source, email): one partial tally per source in the batch."""
+    """Counts a batch of logs per (source, email): one partial tally per source in the batch
+    (or one log at a time, on runners without Batched DoFns)."""
+
+    def process(self, entry: LogEntry) -> Iterator[tuple[str, dict[str, int]]]:
+        yield entry.source, {entry.email: 1}
 
     @beam.DoFn.yields_elements
     def process_batch(self, batch: LogBatch) -> Iterator[tuple[str, dict[str, int]]]:
