@@ -297,4 +297,5 @@ def run(argv: list[str]) -> int:
     if args.max_delay < 0:
         raise UsageError("--max_delay must be 0 or more seconds")
     sys.stdout.reconfigure(line_buffering=True)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # errors are reported in one line here
     return serve(args)

@@ -1,0 +1,99 @@
+"""The producer's readers, and what the consumer makes of data the producer could not send."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_tally.produce import access_poll, tally_poll
+from beam_tally.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
+from tests.conftest import direct_pipeline
+from tests.test_replay import FakeClock
+from transforms.tally import DEAD_LETTERS, DOCUMENTS, LOGS, ParseLogDocuments
+from transforms.traffic import RECORDS, ParseAccessLines
+
+CSV_HEADER = b'"remotehost","rfc931","authuser","date","request","status","bytes"\n'
+
+
+def csv_line(ts: int) -> bytes:
+    return f'"10.0.0.1","-","-",{ts},"GET /api/x HTTP/1.1",200,10\n'.encode()
+
+
+def test_access_reader_times_lines_keeps_bad_ones_and_waits_for_a_whole_line(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(CSV_HEADER + csv_line(100) + b"\xff\xfe broken\n" + csv_line(99)[:20])
+    poll = access_poll(str(tmp_path / "*.csv"), "auto", follow=True)
+    (update,) = poll()
+    assert [(ts, line.line, line.fmt) for ts, line in update.items] == [
+        (None, 1, "csv"),  # the header: no event time, skipped by the consumer's parser
+        (100, 2, "csv"),
+        (None, 3, STREAM_ERROR),  # undecodable: travels on, to become a dead letter
+    ]
+    assert update.items[2][1].text.startswith("undecodable bytes")
+    assert not update.done  # followed: the half-written last line waits for its newline
+    with open(path, "ab") as handle:
+        handle.write(csv_line(99)[20:])
+    (update,) = poll()
+    assert [(ts, line.line) for ts, line in update.items] == [(99, 4)]
+
+
+def test_access_replay_reads_an_unterminated_last_line_and_ends(tmp_path):
+    (tmp_path / "a.csv").write_bytes(CSV_HEADER + csv_line(5).rstrip(b"\n"))
+    (update,) = access_poll(str(tmp_path / "a.csv"), "csv", follow=False)()
+    assert [ts for ts, _ in update.items] == [None, 5] and update.done
+
+
+def test_tally_follow_serves_a_file_once_when_it_stopped_changing(tmp_path):
+    clock = FakeClock()
+    poll = tally_poll(str(tmp_path / "*.json"), follow=True, clock=clock)
+    (tmp_path / "logs_01.json").write_text('{"logs": []}')
+    assert poll()[0].items == []  # first seen: wait one poll to know it is complete
+    (update,) = poll()
+    assert [doc.source for _, doc in update.items] == [str(tmp_path / "logs_01.json")]
+    assert poll()[0].items == []  # never twice
+
+
+def test_tally_replay_stamps_documents_in_increasing_time(tmp_path):
+    for n in range(3):
+        (tmp_path / f"logs_{n:02d}.json").write_text('{"logs": []}')
+    (update,) = tally_poll(str(tmp_path / "*.json"), follow=False, clock=FakeClock())()
+    stamps = [ts for ts, _ in update.items]
+    assert stamps == sorted(set(stamps)) and len(stamps) == 3 and update.done
+
+
+def test_what_the_producer_could_not_send_becomes_a_dead_letter():
+    reason = "unreadable file: PermissionError: denied"
+    with direct_pipeline() as p:
+        lines = p | "Lines" >> beam.Create([AccessLine("a.log", 7, reason, STREAM_ERROR)])
+        parsed = lines | ParseAccessLines("auto")
+        docs = p | "Docs" >> beam.Create(
+            [SourceFile("b.json", STREAM_ERROR_PREFIX + reason.encode())]
+        )
+        tally = docs | ParseLogDocuments(batched=False)
+        assert_that(parsed[RECORDS], equal_to([]), label="no records")
+        assert_that(
+            parsed[DEAD_LETTERS] | beam.Map(lambda d: (d.source, d.where, d.reason)),
+            equal_to([("a.log", 7, reason)]),
+            label="access dead letter",
+        )
+        assert_that(tally[LOGS], equal_to([]), label="no logs")
+        assert_that(tally[DOCUMENTS], equal_to([]), label="no tally message")
+        assert_that(
+            tally[DEAD_LETTERS] | beam.Map(lambda d: (d.source, d.where, d.reason)),
+            equal_to([("b.json", None, reason)]),
+            label="tally dead letter",
+        )
+
+
+def test_unbatched_parse_gives_the_same_logs_as_batched():
+    doc = SourceFile("c.json", b'{"logs":[{"id":"1","email":"a@x","message":"m"},{"id":"2"}]}')
+    with direct_pipeline() as p:
+        docs = p | beam.Create([doc])
+        batched = docs | "Batched" >> ParseLogDocuments()
+        unbatched = docs | "Unbatched" >> ParseLogDocuments(batched=False)
+        for label, parsed in (("batched", batched), ("unbatched", unbatched)):
+            assert_that(
+                parsed[LOGS] | f"Emails {label}" >> beam.Map(lambda e: (e.source, e.email)),
+                equal_to([("c.json", "a@x")]),
+                label=f"logs {label}",
+            )

@@ -1,0 +1,265 @@
+"""Live streaming end to end: ``beam-tally produce`` and a ``--streaming`` consumer as
+subprocesses on loopback, against the batch job on the same inputs.
+
+Every process has a timeout and is stopped in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from beam_tally.generate import generate_tally
+from beam_tally.generate_access import generate_access
+from tests.conftest import independent_tally
+
+DEADLINE = 120  # seconds any one process may take
+
+
+class Proc:
+    """A ``python -m beam_tally`` subprocess whose output lines are collected with the time
+    each arrived."""
+
+    def __init__(self, *args: str) -> None:
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "beam_tally", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.errors: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.popen.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.popen.stderr, None), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump(self, stream, into) -> None:
+        for line in stream:
+            if into is None:
+                self.errors.append(line.rstrip("\n"))
+            else:
+                into.append((time.monotonic(), line.rstrip("\n")))
+
+    def wait_for_line(self, pattern: str, timeout: float = DEADLINE) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, line in list(self.lines):
+                match = re.search(pattern, line)
+                if match:
+                    return match
+            if self.popen.poll() is not None and not any(t.is_alive() for t in self._threads):
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; stderr: {self.errors[-5:]}")
+
+    def first_time(self, pattern: str) -> float:
+        return next(t for t, line in self.lines if re.search(pattern, line))
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        code = self.popen.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return code
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+
+
+def start_producer(*args: str) -> tuple[Proc, str]:
+    producer = Proc("produce", *args, "--serve", "127.0.0.1:0")
+    port = producer.wait_for_line(r"on 127\.0\.0\.1:(\d+)", timeout=60)[1]
+    return producer, f"127.0.0.1:{port}"
+
+
+def read_outputs(out: str, name: str) -> list[dict]:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out, f"{name}*.jsonl"))):
+        with open(path, encoding="utf-8") as handle:
+            rows += [json.loads(line) for line in handle if line.strip()]
+    return rows
+
+
+def batch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "beam_tally", *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def live_monitor(tmp_path_factory):
+    """Two access logs (CSV and CLF) with bursts and lines displaced within the reorder budget,
+    replayed at 400x to a live monitor, and the batch monitor over the same files."""
+    data = tmp_path_factory.mktemp("live_access")
+    logs = data / "logs"
+    logs.mkdir()
+    common = {"seconds": 900, "disorder": 4, "bad_fraction": 0.01}
+    generate_access(
+        str(logs / "a.csv"), fmt="csv", rate=4, bursts=[(200, 150, 12)], seed=5, **common
+    )
+    generate_access(
+        str(logs / "b.log"), fmt="clf", rate=2, bursts=[(600, 100, 14)], seed=6, **common
+    )
+    pattern = str(logs / "*")
+    batch("monitor", "--input", pattern, "--output", str(data / "batch"))
+    producer = consumer = None
+    try:
+        producer, source = start_producer("access", "--input", pattern, "--speedup", "400")
+        consumer = Proc(
+            "monitor", "--streaming", "--source", source, "--output", str(data / "live")
+        )
+        code = consumer.wait()
+        producer.wait_for_line("replay finished", timeout=30)
+    finally:
+        for proc in (consumer, producer):
+            if proc is not None:
+                proc.stop()
+    return data, producer, consumer, code
+
+
+def test_live_monitor_ends_cleanly_with_its_summary(live_monitor):
+    _, _, consumer, code = live_monitor
+    assert code == 0, consumer.errors[-10:]
+    consumer.wait_for_line(r"^summary: .* lines read", timeout=1)
+    consumer.wait_for_line(r"^live run: the stream ended$", timeout=1)
+
+
+def test_live_alerts_equal_the_batch_alerts(live_monitor):
+    data, _, _, _ = live_monitor
+    live = [(a["kind"], a["at"], a["hits"]) for a in read_outputs(str(data / "live"), "alerts")]
+    batch_alerts = [
+        (a["kind"], a["at"], a["hits"]) for a in read_outputs(str(data / "batch"), "alerts")
+    ]
+    assert [kind for kind, _, _ in batch_alerts] == ["alert", "recover", "alert", "recover"]
+    assert len(live) == len(batch_alerts)
+    for (kind, at, _), (batch_kind, batch_at, _) in zip(
+        sorted(live, key=lambda a: a[1]), batch_alerts, strict=True
+    ):
+        assert kind == batch_kind and abs(at - batch_at) <= 1
+    assert sorted(live) == sorted(batch_alerts)  # lines within the budget: exact, in fact
+
+
+def test_live_stats_and_dead_letters_equal_the_batch_ones(live_monitor):
+    data, _, _, _ = live_monitor
+    live, batch_stats = (
+        {s["start"]: (s["hits"], s["bytes"]) for s in read_outputs(str(data / d), "stats")}
+        for d in ("live", "batch")
+    )
+    assert live == batch_stats
+    live_dead, batch_dead = (
+        Counter((d["source"], d["where"]) for d in read_outputs(str(data / d), "dead_letters"))
+        for d in ("live", "batch")
+    )
+    assert live_dead == batch_dead and sum(batch_dead.values()) > 0
+
+
+def test_first_alert_is_printed_before_the_stream_ends(live_monitor):
+    _, producer, consumer, _ = live_monitor
+    alerted = consumer.first_time(r"^High traffic generated an alert - hits = \d+, triggered at")
+    finished = producer.first_time("replay finished")
+    assert alerted < finished
+
+
+def test_live_tally_over_a_followed_folder_ends_with_the_batch_global_tally(tmp_path):
+    source_dir, followed, out = tmp_path / "generated", tmp_path / "incoming", tmp_path / "live"
+    followed.mkdir()
+    generate_tally(
+        str(source_dir), files=6, logs_per_file=150, emails=12, bad_fraction=0.05, seed=11
+    )
+    names = sorted(os.listdir(source_dir))
+    producer = consumer = None
+    try:
+        producer, source = start_producer("tally", "--input", str(followed), "--follow")
+        consumer = Proc("tally", "--streaming", "--source", source, "--output", str(out))
+        for start in (0, 3):  # files arrive while the consumer runs, written then renamed
+            for name in names[start : start + 3]:
+                shutil.copy(source_dir / name, followed / f".{name}.part")
+                os.rename(followed / f".{name}.part", followed / name)
+            consumer.wait_for_line(rf"^global tally after {start + 3:,} files", timeout=60)
+        consumer.popen.send_signal(signal.SIGINT)
+        code = consumer.wait(timeout=60)
+    finally:
+        for proc in (consumer, producer):
+            if proc is not None:
+                proc.stop()
+    assert code == 0, consumer.errors[-10:]
+    consumer.wait_for_line(r"^live run: stopped by Ctrl-C$", timeout=1)
+    updates = read_outputs(str(out), "global_tally")
+    assert sorted(u["files"] for u in updates) == list(range(1, len(names) + 1))
+    final = max(updates, key=lambda u: u["files"])
+    per_file, bad = independent_tally(str(followed / "*"))
+    expected = sum(per_file.values(), Counter())
+    assert {e["email"]: e["total"] for e in final["global_tally"]} == dict(expected)
+    assert len(read_outputs(str(out), "dead_letters")) == bad > 0
+    assert sorted(t["source"] for t in read_outputs(str(out), "tallies")) == sorted(
+        str(followed / name) for name in names
+    )
+
+
+def test_stop_after_ends_a_live_run_cleanly(tmp_path):
+    followed = tmp_path / "empty"
+    followed.mkdir()
+    producer = consumer = None
+    try:
+        producer, source = start_producer("tally", "--input", str(followed), "--follow")
+        consumer = Proc(
+            "tally", "--streaming", "--source", source, "--output", str(tmp_path / "out"),
+            "--stop_after", "3",
+        )  # fmt: skip
+        code = consumer.wait(timeout=60)
+    finally:
+        for proc in (consumer, producer):
+            if proc is not None:
+                proc.stop()
+    assert code == 0, consumer.errors[-10:]
+    consumer.wait_for_line(r"^summary: 0 files", timeout=1)
+    consumer.wait_for_line(r"^live run: stopped after --stop_after 3 s$", timeout=1)
+
+
+def test_a_missing_producer_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_tally", "monitor", "--streaming", "--source",
+         "127.0.0.1:9", "--connect_timeout", "1", "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=DEADLINE, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no producer answers" in result.stderr
+
+
+def test_a_producer_that_cannot_bind_is_one_line_and_exit_2(tmp_path):
+    logs = tmp_path / "a.csv"
+    generate_access(str(logs), fmt="csv", seconds=10, rate=1, seed=1)
+    producer = None
+    try:
+        producer, source = start_producer("access", "--input", str(logs), "--follow")
+        result = subprocess.run(
+            [sys.executable, "-m", "beam_tally", "produce", "access", "--input", str(logs),
+             "--serve", source],
+            capture_output=True, text=True, timeout=DEADLINE, check=False,
+        )  # fmt: skip
+    finally:
+        if producer is not None:
+            producer.stop()
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "cannot serve on" in result.stderr
