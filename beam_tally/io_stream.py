@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -29,6 +30,9 @@ KINDS = {"access": AccessLine, "tally": SourceFile}
 # A tally document larger than one gRPC message (4 MiB by default) travels as a
 # ``records.STREAM_ERROR_PREFIX`` dead letter rather than failing the stream.
 MAX_ELEMENT_BYTES = (4 << 20) - (16 << 10)
+MAX_EVENT_BYTES = 3 << 20
+
+_TimestampedElement = beam_runner_api_pb2.TestStreamPayload.TimestampedElement
 
 _Event = beam_runner_api_pb2.TestStreamPayload.Event
 
@@ -45,19 +49,20 @@ def _micros(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
-def elements_event(items: list[tuple[float, Any]], coder, tag: str) -> _Event:
-    """A ``TestStreamService`` event carrying ``(event time in seconds, element)`` pairs."""
-    return _Event(
-        element_event=_Event.AddElements(
-            elements=[
-                beam_runner_api_pb2.TestStreamPayload.TimestampedElement(
-                    encoded_element=coder.encode(item), timestamp=_micros(ts)
-                )
-                for ts, item in items
-            ],
-            tag=tag,
-        )
-    )
+def elements_events(items: list[tuple[float, Any]], coder, tag: str) -> Iterator[_Event]:
+    """``TestStreamService`` events carrying ``(event time in seconds, element)`` pairs, as few
+    as fit in gRPC's message size (each event is one bundle for the consumer, and a bundle has
+    a fixed cost there)."""
+    elements, size = [], 0
+    for ts, item in items:
+        encoded = coder.encode(item)
+        if elements and size + len(encoded) > MAX_EVENT_BYTES:
+            yield _Event(element_event=_Event.AddElements(elements=elements, tag=tag))
+            elements, size = [], 0
+        elements.append(_TimestampedElement(encoded_element=encoded, timestamp=_micros(ts)))
+        size += len(encoded) + 16
+    if elements:
+        yield _Event(element_event=_Event.AddElements(elements=elements, tag=tag))
 
 
 def watermark_event(at: float, tag: str) -> _Event:

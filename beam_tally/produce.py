@@ -15,10 +15,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
-from beam_tally.replay import Elements, StreamSettings, SystemClock, Update, stream_events
+from beam_tally.replay import Elements, Session, StreamSettings, SystemClock, Update
 
 HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
           [--follow] [--max_delay 5] [--format auto|csv|clf]
@@ -33,7 +34,7 @@ Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --s
   --max_delay S  reorder budget and watermark delay behind the newest line (default 5)
 Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
 
-CHUNK_LINES = 4096
+BLOCK = 4 << 20  # bytes read from a file per poll
 CHUNK_FILES = 16
 
 
@@ -72,7 +73,7 @@ class AccessFileReader:
         self.tail = b""
 
     def read(self, final: bool) -> tuple[list, bool]:
-        """New ``(event time, AccessLine)`` pairs, up to ``CHUNK_LINES``, and whether the file
+        """New ``(event time, AccessLine)`` pairs, up to a ``BLOCK``, and whether the file
         is at its end (``final``: a replay, so an unterminated last line is a line too)."""
         from beam_tally.io import UNREADABLE, _file_format
         from beam_tally.records import STREAM_ERROR, AccessLine
@@ -81,14 +82,14 @@ class AccessFileReader:
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
-                block = handle.read(1 << 20)
+                block = handle.read(BLOCK)
         except OSError as err:
             self.line += 1
             text = f"{UNREADABLE}: {type(err).__name__}: {err}"
             return [(None, AccessLine(self.path, self.line, text, STREAM_ERROR))], True
         self.offset += len(block)
         data = self.tail + block
-        at_end = len(block) < (1 << 20)
+        at_end = len(block) < BLOCK
         cut = data.rfind(b"\n") + 1
         if final and at_end:
             cut = len(data)
@@ -201,19 +202,23 @@ class _Service:
         self.lock = threading.Lock()
 
     def Events(self, request, context):
-        from beam_tally.io_stream import elements_event, watermark_event
+        from beam_tally.io_stream import elements_events, watermark_event
 
         tag = request.output_ids[0] if request.output_ids else ""
         clock = SystemClock()
         served = 0
         _say(f"consumer connected from {context.peer()}")
-        for event in stream_events(self.make_poll(clock), self.settings, clock):
+        session = Session(self.make_poll(clock), self.settings, clock)
+        for event in session.events():
             if not context.is_active():
                 _say(f"consumer left after {served:,} elements")
                 return
             if isinstance(event, Elements):
+                if not served:  # the pacing origin, for latency measurements
+                    first, at = session.pacer.origin or (event.items[0][0], time.time())
+                    _say(f"first element: event time {first:.0f} due at {at:.3f}")
                 served += len(event.items)
-                yield elements_event(event.items, self.coder, tag)
+                yield from elements_events(event.items, self.coder, tag)
             else:
                 yield watermark_event(event.at, tag)
         _say(f"replay finished: {served:,} elements served")

@@ -180,8 +180,8 @@ class StreamSettings:
     max_delay: float = 5.0
     speedup: float | None = None
     follow: bool = False
-    batch: int = 500  # items per Elements event
-    granularity: float = 0.05  # seconds: items due this close together are sent together
+    batch: int = 50_000  # items per Elements event at most (each is a bundle downstream)
+    granularity: float = 0.2  # seconds: items due this close together are sent together
     heartbeat: float = 1.0  # seconds between events while idle
     poll: float = 0.2  # seconds between polls of idle inputs (follow mode)
     idle_after: float = 2.0  # seconds without new data before a followed reader stops holding
@@ -194,10 +194,12 @@ def stream_events(
     """The events of one replay (or follow session), from ``poll``, which returns each reader's
     new items (an empty iterable when nothing is new). Ends with ``Watermark(+inf)`` once every
     reader is done and nothing is followed."""
-    return _Session(poll, settings, clock).events()
+    return Session(poll, settings, clock).events()
 
 
-class _Session:
+class Session:
+    """One replay or follow session; ``pacer.origin`` is its pacing origin once it started."""
+
     def __init__(self, poll, settings: StreamSettings, clock: Clock) -> None:
         self.poll = poll
         self.settings = settings
@@ -245,23 +247,30 @@ class _Session:
             yield from self._watermark(min(batch[-1][0], self.merger.watermark))
 
     def _paced(self, released: list) -> Iterator[Elements | Watermark]:
-        """``released`` in batches, each sent when its items are due (items due within
-        ``granularity`` go together)."""
-        settings, clock = self.settings, self.clock
+        """``released`` in batches, each sent once its last item is due: items due within
+        ``granularity`` of a batch's first go with it (sent up to that much late, never
+        early)."""
+        settings = self.settings
         batch: list[tuple[float, Any]] = []
+        first_due = last_due = 0.0
         for ts, item in released:
-            wait = self.pacer.due(ts) - clock.now()
-            if wait > settings.granularity:
-                yield from self._flush(batch)
+            due = self.pacer.due(ts)
+            if batch and (due - first_due > settings.granularity or len(batch) >= settings.batch):
+                yield from self._send_when_due(batch, last_due)
                 batch = []
-                while wait > 0:  # sleep in heartbeat-sized steps
-                    clock.sleep(min(wait, settings.heartbeat))
-                    yield from self._heartbeat()
-                    wait = self.pacer.due(ts) - clock.now()
+            if not batch:
+                first_due = due
             batch.append((ts, item))
-            if len(batch) >= settings.batch:
-                yield from self._flush(batch)
-                batch = []
+            last_due = due
+        if batch:
+            yield from self._send_when_due(batch, last_due)
+
+    def _send_when_due(self, batch: list, due: float) -> Iterator[Elements | Watermark]:
+        wait = due - self.clock.now()
+        while wait > 0:  # sleep in heartbeat-sized steps
+            self.clock.sleep(min(wait, self.settings.heartbeat))
+            yield from self._heartbeat()
+            wait = due - self.clock.now()
         yield from self._flush(batch)
 
     def events(self) -> Iterator[Elements | Watermark]:

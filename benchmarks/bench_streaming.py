@@ -1,0 +1,238 @@
+"""Benchmark of the live path: ``beam-tally produce`` -> ``beam-tally monitor --streaming``.
+
+    .venv/bin/python benchmarks/bench_streaming.py [--seconds 14400] [--latency_seconds 3000]
+        [--speedup 60] [--timeout 900]
+
+Two checks, every process with a timeout and stopped in a ``finally``:
+
+* throughput: ``--seconds`` of generated traffic (CSV, bursts that alert and recover, lines up
+  to 4 s out of order) served unpaced by the producer to a live monitor; lines/s over the
+  consumer's whole process, against the batch monitor (``--input``) over the same lines, and
+  the live alerts checked equal to the batch ones;
+* latency: ``--latency_seconds`` of traffic paced at ``--speedup``; for each alert, the time
+  from when the lines of its second were due to be served (the producer prints its pacing
+  origin) to when the consumer printed the alert. A second is complete only once a line of the
+  next one is served, so an alert cannot print before ``1 / speedup`` s; the producer sends
+  lines due within 0.2 s together, up to 0.2 s late.
+
+Data is generated under ``bench_data/streaming`` and reused. Exit status 1 on a failure or if
+the live alerts differ from the batch ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import harness
+
+from beam_tally.generate_access import generate_access
+
+
+class Child:
+    """A ``beam-tally`` subprocess whose stdout lines are kept with the wall time they came."""
+
+    def __init__(self, *args: str) -> None:
+        self.started = time.time()
+        self.popen = subprocess.Popen(
+            [harness.cli(), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.errors: list[str] = []
+        self.threads = [
+            threading.Thread(target=self._pump, args=(self.popen.stdout, True), daemon=True),
+            threading.Thread(target=self._pump, args=(self.popen.stderr, False), daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _pump(self, stream, keep: bool) -> None:
+        for line in stream:
+            if keep:
+                self.lines.append((time.time(), line.rstrip("\n")))
+            else:
+                self.errors.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, line in list(self.lines):
+                match = re.search(pattern, line)
+                if match:
+                    return match
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise harness.BenchError(f"no line {pattern!r}: {self.errors[-5:]}")
+
+    def wait(self, timeout: float) -> float:
+        """Waits for the exit; the wall seconds since the start."""
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as err:
+            raise harness.BenchError(f"timed out after {timeout:.0f} s") from err
+        for thread in self.threads:
+            thread.join(timeout=5)
+        if code != 0:
+            raise harness.BenchError(f"exit status {code}: {self.errors[-10:]}")
+        return time.time() - self.started
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+
+
+def traffic(path: str, seconds: int) -> int:
+    """Generates (or reuses) the traffic; returns its number of lines."""
+    params = {"seconds": seconds, "rate": 8, "burst": [130, 16], "every": 400, "seed": 3}
+    manifest = path + ".json"
+    if os.path.exists(path) and os.path.exists(manifest):
+        with open(manifest) as handle:
+            saved = json.load(handle)
+        if saved.get("params") == params:
+            return saved["lines"]
+    bursts = [(s, 130, 16) for s in range(100, seconds - 130, 400)]
+    written = generate_access(
+        path, fmt="csv", seconds=seconds, rate=8, bursts=bursts, disorder=4, seed=3
+    )
+    with open(manifest, "w") as handle:
+        json.dump({"params": params, "lines": written["lines"]}, handle)
+    return written["lines"]
+
+
+def alerts(out: str) -> list[tuple[str, int, int]]:
+    rows = []
+    for path in glob.glob(os.path.join(out, "alerts*.jsonl")):
+        with open(path) as handle:
+            rows += [json.loads(line) for line in handle if line.strip()]
+    return sorted((a["kind"], a["at"], a["hits"]) for a in rows)
+
+
+def live_run(path: str, out: str, timeout: float, *extra: str) -> tuple[float, Child, Child]:
+    producer = consumer = None
+    try:
+        producer = Child("produce", "access", "--input", path, "--serve", "127.0.0.1:0", *extra)
+        port = producer.wait_for(r"on 127\.0\.0\.1:(\d+)", 60)[1]
+        consumer = Child("monitor", "--streaming", "--source", f"127.0.0.1:{port}", "--output", out)
+        seconds = consumer.wait(timeout)
+        return seconds, producer, consumer
+    finally:
+        for child in (consumer, producer):
+            if child is not None:
+                child.stop()
+
+
+def throughput(args, root: str, tmp: str) -> None:
+    path = os.path.join(root, f"access_{args.seconds}s.csv")
+    lines = traffic(path, args.seconds)
+    print(f"throughput: {lines:,} CSV lines ({args.seconds:,} s of traffic), unpaced")
+    started = time.time()
+    batch = subprocess.run(
+        [harness.cli(), "monitor", "--input", path, "--output", os.path.join(tmp, "batch")],
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+        check=False,
+    )
+    batch_seconds = time.time() - started
+    if batch.returncode != 0:
+        raise harness.BenchError(f"batch monitor failed: {batch.stderr[-500:]}")
+    live_seconds, _, _ = live_run(path, os.path.join(tmp, "live"), args.timeout)
+    batch_alerts, live_alerts = (
+        alerts(os.path.join(tmp, "batch")),
+        alerts(os.path.join(tmp, "live")),
+    )
+    if batch_alerts != live_alerts:
+        raise harness.BenchError(f"live alerts differ: {live_alerts[:4]} vs {batch_alerts[:4]}")
+    for label, seconds in (
+        ("batch  monitor process   ", batch_seconds),
+        ("live   produce -> monitor", live_seconds),
+    ):
+        print(f"  {label}   {seconds:7.2f} s  {lines / seconds:>9,.0f} lines/s")
+    print(
+        f"  live / batch time           {live_seconds / batch_seconds:7.2f}x   "
+        f"({len(live_alerts)} alerts and recoveries, equal to batch)"
+    )
+
+
+def latency(args, root: str, tmp: str) -> None:
+    path = os.path.join(root, f"access_{args.latency_seconds}s.csv")
+    lines = traffic(path, args.latency_seconds)
+    print(
+        f"\nlatency: {lines:,} lines ({args.latency_seconds:,} s of traffic) paced at "
+        f"speedup {args.speedup:g} ({args.latency_seconds / args.speedup:.0f} s)"
+    )
+    out = os.path.join(tmp, "latency")
+    _, producer, consumer = live_run(path, out, args.timeout, "--speedup", str(args.speedup))
+    origin = producer.wait_for(r"first element: event time (\d+) due at ([\d.]+)", 1)
+    first_ts, served_at = int(origin[1]), float(origin[2])
+    pattern = re.compile(r"(?:triggered|recovered) at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+    delays = []
+    for printed, line in consumer.lines:
+        match = pattern.search(line)
+        if match:
+            at = int(time.mktime(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))) - time.timezone
+            delays.append(printed - (served_at + (at - first_ts) / args.speedup))
+    if not delays:
+        raise harness.BenchError("no alert printed")
+    floor = 1 / args.speedup
+    print(
+        f"  line served -> alert printed: median {statistics.median(delays):.3f} s, "
+        f"min {min(delays):.3f} s, max {max(delays):.3f} s over {len(delays)} alerts and "
+        f"recoveries (floor {floor:.3f} s)"
+    )
+    batch_first = None
+    started = time.time()
+    batch = Child("monitor", "--input", path, "--output", os.path.join(tmp, "latency_batch"))
+    try:
+        batch.wait(args.timeout)
+    finally:
+        batch.stop()
+    batch_first = next(t for t, line in batch.lines if pattern.search(line)) - started
+    print(f"  batch monitor over the same file prints its first alert after {batch_first:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=14_400)
+    parser.add_argument("--latency_seconds", type=int, default=3_000)
+    parser.add_argument("--speedup", type=float, default=60)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--data_root", default="bench_data")
+    parser.add_argument("--worker", choices=["versions"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        harness.versions_worker()
+        return 0
+    root = os.path.join(harness.data_root(args.data_root), "streaming")
+    os.makedirs(root, exist_ok=True)
+    print(harness.machine(os.path.abspath(__file__), args.timeout))
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            throughput(args, root, tmp)
+            latency(args, root, tmp)
+    except harness.BenchError as err:
+        print(f"\nFAILED: {err}", file=sys.stderr)
+        return 1
+    harness.print_totals(started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
