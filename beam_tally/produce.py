@@ -81,6 +81,10 @@ class AccessFileReader:
 
         try:
             with open(self.path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size < self.offset:
+                    # truncated (copytruncate rotation): what comes next is new content
+                    _say(f"{self.path} was truncated: reading it again from its start")
+                    self.offset, self.tail, self.line = 0, b"", 0
                 handle.seek(self.offset)
                 block = handle.read(BLOCK)
         except OSError as err:

@@ -97,3 +97,13 @@ def test_unbatched_parse_gives_the_same_logs_as_batched():
                 equal_to([("c.json", "a@x")]),
                 label=f"logs {label}",
             )
+
+
+def test_a_truncated_followed_file_is_read_again_from_its_start(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(CSV_HEADER + csv_line(100) + csv_line(101))
+    poll = access_poll(str(path), "csv", follow=True)
+    assert [ts for ts, _ in poll()[0].items] == [None, 100, 101]
+    path.write_bytes(csv_line(200))  # rotated by copytruncate, then written again
+    (update,) = poll()
+    assert [(ts, line.line) for ts, line in update.items] == [(200, 1)]
