@@ -24,9 +24,10 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from beam_tally.errors import UsageError
-from beam_tally.records import AccessLine, SourceFile
+from beam_tally.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
 
 KINDS = {"access": AccessLine, "tally": SourceFile}
+END_MARKER = ".stream-ended"  # written under --output when the stream's end marker arrives
 # A tally document larger than one gRPC message (4 MiB by default) travels as a
 # ``records.STREAM_ERROR_PREFIX`` dead letter rather than failing the stream.
 MAX_ELEMENT_BYTES = (4 << 20) - (16 << 10)
@@ -87,19 +88,58 @@ def wait_for_source(endpoint: str, timeout: float) -> None:
             channel.close()
 
 
+def end_element(kind: str):
+    """The element a producer sends last, when its replay is complete."""
+    return (
+        AccessLine("", 0, "", STREAM_END)
+        if kind == "access"
+        else SourceFile("", STREAM_END_DOCUMENT)
+    )
+
+
+def end_marker(output: str) -> str:
+    return FileSystems.join(output, END_MARKER)
+
+
+class _StreamEndFn(beam.DoFn):
+    """Passes the stream's elements on; its end element writes ``marker`` instead (so the
+    run can tell a stream that ended from one that broke off)."""
+
+    def __init__(self, kind: str, marker: str | None) -> None:
+        self.end = end_element(kind)
+        self.marker = marker
+
+    def process(self, element):
+        if element == self.end:
+            if self.marker:
+                with FileSystems.create(self.marker) as handle:
+                    handle.write(b"")
+            return
+        yield element
+
+
 class ReadStream(beam.PTransform):
     """``PBegin`` -> the elements a producer serves at ``endpoint`` (``AccessLine`` for
-    ``access``, ``SourceFile`` for ``tally``), timestamped with their event time."""
+    ``access``, ``SourceFile`` for ``tally``), timestamped with their event time. The end of
+    the stream writes ``marker``, when given."""
 
-    def __init__(self, endpoint: str, kind: str) -> None:
+    def __init__(self, endpoint: str, kind: str, marker: str | None = None) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.kind = kind
+        self.marker = marker
 
     def expand(self, pbegin):
-        return pbegin | "TestStreamService" >> TestStream(
-            coder=stream_coder(self.kind), endpoint=self.endpoint
-        ).with_output_types(KINDS[self.kind])
+        element_type = KINDS[self.kind]
+        return (
+            pbegin
+            | "TestStreamService"
+            >> TestStream(coder=stream_coder(self.kind), endpoint=self.endpoint).with_output_types(
+                element_type
+            )
+            | "UntilTheEnd"
+            >> beam.ParDo(_StreamEndFn(self.kind, self.marker)).with_output_types(element_type)
+        )
 
 
 class _WriteBundleFn(beam.DoFn):

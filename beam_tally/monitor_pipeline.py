@@ -11,7 +11,7 @@ import apache_beam as beam
 
 from beam_tally import console, metrics
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive
+from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
     IOOptions,
     MonitorOptions,
@@ -31,7 +31,6 @@ from transforms.traffic import (
     ComputeTrafficStats,
     DetectHighTraffic,
     ParseAccessLines,
-    SeparateLateRecords,
 )
 
 HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv|clf]
@@ -46,8 +45,8 @@ Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR.
 
 Live: --streaming --source HOST:PORT reads what 'beam-tally produce access' serves, prints as
 the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl and dead_letters-*.jsonl as it
-goes, until the stream ends, --stop_after seconds pass, or Ctrl-C. A line more than --max_delay
-seconds behind the newest is a 'late' dead letter."""
+goes, until the stream ends, --stop_after seconds pass, or Ctrl-C. A line that arrives behind
+the producer's watermark (more out of order than its --max_delay) is a 'late' dead letter."""
 
 
 def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:
@@ -56,8 +55,9 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     opts = options.view_as(MonitorOptions)
 
     source = options.view_as(StreamOptions).source
-    if source:  # live: the producer's stream; lines behind its watermark become dead letters
-        lines = p | "ReadStream" >> ReadStream(source, "access")
+    if source:  # live: the producer's stream (its late lines arrive marked, as dead letters)
+        marker = io_opts.output and end_marker(io_opts.output)
+        lines = p | "ReadStream" >> ReadStream(source, "access", marker)
         read_dead_letters = []
     else:
         read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input)
@@ -65,10 +65,6 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     # Both consumers take event time from AccessRecord.timestamp: no per-record stamping.
     parsed = lines | "ParseAccessLines" >> ParseAccessLines(opts.format, event_time=False)
     records = parsed[RECORDS]
-    if source:
-        on_time = records | "SeparateLate" >> SeparateLateRecords(opts.max_delay)
-        records = on_time[RECORDS]
-        read_dead_letters.append(on_time[LATE])
     stats = records | "ComputeTrafficStats" >> ComputeTrafficStats(opts.stats_window, opts.top)
     detected = records | "DetectHighTraffic" >> DetectHighTraffic(
         opts.threshold, opts.alert_window, opts.max_delay

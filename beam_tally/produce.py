@@ -19,7 +19,7 @@ import time
 from concurrent import futures
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
-from beam_tally.replay import Elements, Session, StreamSettings, SystemClock, Update
+from beam_tally.replay import Elements, End, Session, StreamSettings, SystemClock, Update
 
 HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
           [--follow] [--max_delay 5] [--format auto|csv|clf]
@@ -35,6 +35,7 @@ Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --s
 Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
 
 BLOCK = 4 << 20  # bytes read from a file per poll
+MAX_LINE = 1 << 20  # a longer access line travels as a dead letter (gRPC's message limit)
 CHUNK_FILES = 16
 
 
@@ -63,81 +64,149 @@ def _matches(pattern: str) -> list[str]:
 
 class AccessFileReader:
     """Complete lines appended to one access-log file since the last read, each with its event
-    time (None for a line without one: a bad line, the CSV header, a blank line)."""
+    time (None for a line without one: a bad line, the CSV header, a blank line).
+
+    The file stays open between reads. Followed, it is drained before a rotation is honoured (a
+    new file under the path: read from its start), a truncation is read again from the start,
+    and a deleted file ends the reader. A line longer than ``MAX_LINE`` travels as a
+    ``STREAM_ERROR`` line, not as data."""
 
     def __init__(self, path: str, fmt: str) -> None:
         self.path = path
         self.fmt = None if fmt == "auto" else fmt
-        self.offset = 0
+        self.handle = None
+        self.identity: tuple[int, int] | None = None
         self.line = 0
         self.tail = b""
+        self.skipping = False  # inside a line too long to send, until its newline
 
     def read(self, final: bool) -> tuple[list, bool]:
-        """New ``(event time, AccessLine)`` pairs, up to a ``BLOCK``, and whether the file
-        is at its end (``final``: a replay, so an unterminated last line is a line too)."""
-        from beam_tally.io import UNREADABLE, _file_format
-        from beam_tally.records import STREAM_ERROR, AccessLine
-        from transforms import access_log
+        """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
+        reader is finished: at the end of the file in a replay (``final``: an unterminated last
+        line is a line too), or the file gone or unreadable."""
+        from beam_tally.io import UNREADABLE
 
         try:
-            with open(self.path, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size < self.offset:
-                    # truncated (copytruncate rotation): what comes next is new content
-                    _say(f"{self.path} was truncated: reading it again from its start")
-                    self.offset, self.tail, self.line = 0, b"", 0
-                handle.seek(self.offset)
-                block = handle.read(BLOCK)
+            if self.handle is None:
+                self._open()
+            block = self.handle.read(BLOCK)
+            if not block and not final:
+                block = self._rotated_or_truncated()
+                if block is None:  # deleted: what was read is all there is
+                    self.close()
+                    return self._lines(b"", True), True
         except OSError as err:
+            self.close()
             self.line += 1
-            text = f"{UNREADABLE}: {type(err).__name__}: {err}"
-            return [(None, AccessLine(self.path, self.line, text, STREAM_ERROR))], True
-        self.offset += len(block)
-        data = self.tail + block
+            reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
+            return [(None, self._error(reason))], True
         at_end = len(block) < BLOCK
-        cut = data.rfind(b"\n") + 1
+        items = self._lines(block, final and at_end)
         if final and at_end:
-            cut = len(data)
-        raw_lines, self.tail = data[:cut].split(b"\n"), data[cut:]
-        if cut and data[cut - 1 : cut] == b"\n":
+            self.close()
+        return items, final and at_end
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def _open(self) -> None:
+        self.handle = open(self.path, "rb")  # noqa: SIM115 (kept open between polls)
+        info = os.fstat(self.handle.fileno())
+        self.identity = (info.st_dev, info.st_ino)
+        self.line, self.tail, self.skipping = 0, b"", False
+
+    def _rotated_or_truncated(self) -> bytes | None:
+        """At the end of the open file: the first block of what replaced it, if anything did;
+        None if the path is gone."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        if (info.st_dev, info.st_ino) != self.identity:
+            _say(f"{self.path} was rotated: reading the new file from its start")
+            self.close()
+            self._open()
+        elif info.st_size < self.handle.tell():
+            _say(f"{self.path} was truncated: reading it again from its start")
+            self.handle.seek(0)
+            self.line, self.tail, self.skipping = 0, b"", False
+        else:
+            return b""
+        return self.handle.read(BLOCK)
+
+    def _error(self, reason: str):
+        from beam_tally.records import STREAM_ERROR, AccessLine
+
+        return AccessLine(self.path, self.line, reason, STREAM_ERROR)
+
+    def _lines(self, block: bytes, last: bool) -> list:
+        from beam_tally.io import _file_format
+        from beam_tally.records import AccessLine
+        from transforms import access_log
+
+        data = self.tail + block
+        if self.skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                self.tail = b""
+                return []
+            data, self.skipping = data[newline + 1 :], False
+        cut = len(data) if last else data.rfind(b"\n") + 1
+        complete, self.tail = data[:cut], data[cut:]
+        raw_lines = complete.split(b"\n") if complete else []
+        if complete.endswith(b"\n"):
             raw_lines.pop()  # the empty piece after the last newline
-        if self.fmt is None and raw_lines:
-            self.fmt = _file_format(b"\n".join(raw_lines[:20])) or ""
         items = []
+        if len(self.tail) > MAX_LINE:  # no newline in sight: skip to the next one
+            raw_lines.append(self.tail)
+            self.tail, self.skipping = b"", True
+        if self.fmt is None:
+            sample = [raw for raw in raw_lines[:50] if raw.strip()]
+            if sample:  # "" when the first lines cannot tell: then each line is told apart
+                self.fmt = _file_format(b"\n".join(sample)) or ""
         for raw in raw_lines:
             self.line += 1
+            if len(raw) > MAX_LINE:
+                items.append((None, self._error(f"line too long to stream: {len(raw):,}+ bytes")))
+                continue
             try:
-                text, fmt = raw.decode("utf-8").rstrip("\r"), self.fmt
+                text = raw.decode("utf-8").rstrip("\r")
             except UnicodeDecodeError as bad:
-                text = f"{access_log.UNDECODABLE}: invalid UTF-8 at byte {bad.start}"
-                fmt = STREAM_ERROR
-            ts = None
-            if fmt in access_log.FORMATS:
-                try:
-                    record = access_log.parse_line(text, fmt)
-                    ts = record.timestamp if record is not None else None
-                except access_log.BadLine:
-                    pass
-            items.append((ts, AccessLine(self.path, self.line, text, fmt or "")))
-        return items, at_end and not self.tail
+                reason = f"{access_log.UNDECODABLE}: invalid UTF-8 at byte {bad.start}"
+                items.append((None, self._error(reason)))
+                continue
+            fmt = self.fmt or ("csv" if text.lstrip("\ufeff \t")[:1] == '"' else "clf")
+            try:
+                record = access_log.parse_line(text, fmt)
+                ts = record.timestamp if record is not None else None
+            except access_log.BadLine:
+                ts = None
+            items.append((ts, AccessLine(self.path, self.line, text, self.fmt or "")))
+        return items
 
 
 def access_poll(pattern: str, fmt: str, follow: bool):
+    """Reads every file matching ``pattern``, one reader each; followed, files that appear
+    later get a reader too (a path that was deleted and comes back starts a new one)."""
     readers: dict[str, AccessFileReader] = {}
-    done: set[str] = set()
+    finished: set[str] = set()
 
     def poll() -> list[Update]:
         for path in _matches(pattern):
-            if path not in readers:
+            if path not in readers or (follow and path in finished):
                 readers[path] = AccessFileReader(path, fmt)
+                finished.discard(path)
         updates = []
         for path, reader in readers.items():
-            if path in done:
+            if path in finished:
                 continue
-            items, at_end = reader.read(final=not follow)
-            finished = at_end and not follow
-            if finished:
-                done.add(path)
-            updates.append(Update(path, items, finished))
+            items, done = reader.read(final=not follow)
+            if done:
+                finished.add(path)
+            # a followed file that is gone stops holding the watermark, but the stream goes on
+            updates.append(Update(path, items, done))
         return updates
 
     return poll
@@ -200,24 +269,36 @@ class _Service:
     def __init__(self, kind: str, make_poll, settings: StreamSettings) -> None:
         from beam_tally.io_stream import stream_coder
 
+        self.kind = kind
         self.coder = stream_coder(kind)
         self.make_poll = make_poll
         self.settings = settings
-        self.lock = threading.Lock()
 
     def Events(self, request, context):
-        from beam_tally.io_stream import elements_events, watermark_event
+        from beam_tally.io_stream import elements_events, end_element, watermark_event
 
         tag = request.output_ids[0] if request.output_ids else ""
         clock = SystemClock()
-        served = 0
+        served = late = 0
         _say(f"consumer connected from {context.peer()}")
-        session = Session(self.make_poll(clock), self.settings, clock)
+
+        def mark_late(ts, line, behind):
+            nonlocal late
+            marked = late_line(ts, line, behind, self.settings.max_delay)
+            late += marked is not line
+            return marked
+
+        mark = mark_late if self.kind == "access" else None
+        session = Session(self.make_poll(clock), self.settings, clock, mark)
         for event in session.events():
             if not context.is_active():
                 _say(f"consumer left after {served:,} elements")
                 return
-            if isinstance(event, Elements):
+            if isinstance(event, End):
+                yield from elements_events(
+                    [(session.sent, end_element(self.kind))], self.coder, tag
+                )
+            elif isinstance(event, Elements):
                 if not served:  # the pacing origin, for latency measurements
                     first, at = session.pacer.origin or (event.items[0][0], time.time())
                     _say(f"first element: event time {first:.0f} due at {at:.3f}")
@@ -225,7 +306,29 @@ class _Service:
                 yield from elements_events(event.items, self.coder, tag)
             else:
                 yield watermark_event(event.at, tag)
-        _say(f"replay finished: {served:,} elements served")
+        _say(f"replay finished: {served:,} elements served ({late:,} late)")
+
+
+def late_line(ts: float, line, behind: float, max_delay: float):
+    """A line more out of order than the reorder budget, as the consumer must see it: a
+    ``late`` dead letter. Lines that are not requests (a header, a bad line) stay as they are,
+    for the consumer's parser to skip or dead-letter for what they are."""
+    from beam_tally.records import STREAM_ERROR, AccessLine
+    from transforms import access_log
+
+    if line.fmt == STREAM_ERROR:
+        return line
+    fmt = line.fmt or ("csv" if line.text.lstrip("\ufeff \t")[:1] == '"' else "clf")
+    try:
+        if access_log.parse_line(line.text, fmt) is None:
+            return line
+    except access_log.BadLine:
+        return line
+    reason = (
+        f"late: event second {ts:.0f} arrived after the stream had reached {behind:.0f}, "
+        f"more than --max_delay {max_delay:g} s out of order"
+    )
+    return AccessLine(line.source, line.line, reason, STREAM_ERROR)
 
 
 def _say(message: str) -> None:

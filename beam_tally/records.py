@@ -138,6 +138,10 @@ class AccessLine(NamedTuple):
 # reason, or a tally document whose content is ``STREAM_ERROR_PREFIX`` followed by the reason.
 STREAM_ERROR = "error"
 STREAM_ERROR_PREFIX = b"\x00beam-tally-error\x00"
+# The last element of a stream that ended (rather than broke off): an access line with format
+# ``STREAM_END``, or a tally document with this content and no source.
+STREAM_END = "end"
+STREAM_END_DOCUMENT = b"\x00beam-tally-end\x00"
 
 
 for _record in (

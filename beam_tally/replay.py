@@ -32,6 +32,11 @@ class Watermark(NamedTuple):
     at: float  # seconds; +inf ends the stream
 
 
+class End(NamedTuple):
+    """The replay is complete: sent just before the final ``Watermark(+inf)``, so a consumer
+    can tell a stream that ended from one that broke off."""
+
+
 class Clock(Protocol):
     def now(self) -> float: ...  # wall time, seconds since the epoch
 
@@ -58,10 +63,13 @@ class Update(NamedTuple):
 
 @dataclass
 class ReorderBuffer:
-    """One reader's items, released in event-time order once ``max_delay`` behind its newest."""
+    """One reader's items, released in event-time order once ``max_delay`` behind its newest.
+    An item more than ``max_delay`` older than an item read before it is late: it waits in
+    ``late`` with the newest time it fell behind."""
 
     max_delay: float
     newest: float | None = None
+    late: list = field(default_factory=list)  # (event time, item, newest when it arrived)
     _heap: list = field(default_factory=list)
     _untimed: list = field(default_factory=list)
     _seq: int = 0
@@ -74,6 +82,9 @@ class ReorderBuffer:
             ts = self.newest
         elif self.newest is None or ts > self.newest:
             self.newest = ts
+        elif ts < self.newest - self.max_delay:
+            self.late.append((ts, item, self.newest))
+            return
         for waiting in self._untimed:
             self._push(ts, waiting)
         self._untimed.clear()
@@ -121,21 +132,30 @@ class Merger:
             buffer.push(ts, item)
         if update.items:
             self.idle.discard(update.reader)
+            self.finished.discard(update.reader)  # a followed path that came back
         if update.done:
             self.finished.add(update.reader)
 
     @property
     def all_finished(self) -> bool:
-        return bool(self.buffers) and len(self.finished) == len(self.buffers)
+        return len(self.finished) == len(self.buffers)
 
-    def advance(self) -> tuple[list[tuple[float, Any]], float]:
-        """The items now released (event-time order) and the watermark to send after them."""
+    def take_late(self) -> list[tuple[float, Any, float]]:
+        """The late items read since the last call: ``(event time, item, newest before it)``."""
+        late = [entry for buffer in self.buffers.values() for entry in buffer.late]
+        for buffer in self.buffers.values():
+            buffer.late.clear()
+        return late
+
+    def advance(self, end_when_done: bool = True) -> tuple[list[tuple[float, Any]], float]:
+        """The items now released (event-time order) and the watermark to send after them;
+        +inf once every reader is done, if ``end_when_done`` (a replay, not a follow)."""
         holding = [
             buffer.watermark
             for name, buffer in self.buffers.items()
             if name not in self.finished and name not in self.idle
         ]
-        if self.all_finished:
+        if end_when_done and self.all_finished:
             target = POS_INF
         elif holding:
             target = min(holding)
@@ -190,7 +210,7 @@ class StreamSettings:
 
 def stream_events(
     poll: Callable[[], Iterable[Update]], settings: StreamSettings, clock: Clock
-) -> Iterator[Elements | Watermark]:
+) -> Iterator[Elements | Watermark | End]:
     """The events of one replay (or follow session), from ``poll``, which returns each reader's
     new items (an empty iterable when nothing is new). Ends with ``Watermark(+inf)`` once every
     reader is done and nothing is followed."""
@@ -198,10 +218,23 @@ def stream_events(
 
 
 class Session:
-    """One replay or follow session; ``pacer.origin`` is its pacing origin once it started."""
+    """One replay or follow session; ``pacer.origin`` is its pacing origin once it started.
 
-    def __init__(self, poll, settings: StreamSettings, clock: Clock) -> None:
+    A late item (more than ``max_delay`` older than one its reader read before it, or, from a
+    new or idle reader, older than the watermark already sent) leaves at once, at the
+    watermark, as ``mark_late(event time, item, the time it fell behind)`` returns it (the item
+    itself by default): the consumer gets it as data to dead-letter, never behind the
+    watermark, and the stream never depends on how the input was chunked."""
+
+    def __init__(
+        self,
+        poll,
+        settings: StreamSettings,
+        clock: Clock,
+        mark_late: Callable[[float, Any, float], Any] | None = None,
+    ) -> None:
         self.poll = poll
+        self.mark_late = mark_late
         self.settings = settings
         self.clock = clock
         self.merger = Merger(settings.max_delay)
@@ -253,7 +286,10 @@ class Session:
         settings = self.settings
         batch: list[tuple[float, Any]] = []
         first_due = last_due = 0.0
-        for ts, item in released:
+        for released_ts, released_item in released:
+            ts, item = released_ts, released_item
+            if ts < self.sent:
+                ts, item = self._late(ts, item, self.sent)
             due = self.pacer.due(ts)
             if batch and (due - first_due > settings.granularity or len(batch) >= settings.batch):
                 yield from self._send_when_due(batch, last_due)
@@ -265,6 +301,10 @@ class Session:
         if batch:
             yield from self._send_when_due(batch, last_due)
 
+    def _late(self, ts: float, item: Any, behind: float) -> tuple[float, Any]:
+        marked = item if self.mark_late is None else self.mark_late(ts, item, behind)
+        return max(ts, self.sent), marked
+
     def _send_when_due(self, batch: list, due: float) -> Iterator[Elements | Watermark]:
         wait = due - self.clock.now()
         while wait > 0:  # sleep in heartbeat-sized steps
@@ -273,13 +313,18 @@ class Session:
             wait = due - self.clock.now()
         yield from self._flush(batch)
 
-    def events(self) -> Iterator[Elements | Watermark]:
+    def events(self) -> Iterator[Elements | Watermark | End]:
+        follow = self.settings.follow
         while True:
             got_data = self._read()
-            released, watermark = self.merger.advance()
-            if self.settings.clock_watermark and not self.merger.all_finished:
+            late = [self._late(*entry) for entry in self.merger.take_late()]
+            released, watermark = self.merger.advance(end_when_done=not follow)
+            if self.settings.clock_watermark and watermark != POS_INF:
                 watermark = self.merger.watermark = max(watermark, self.clock.now())
-            yield from self._paced(released)
+            late.sort(key=lambda pair: pair[0])
+            yield from self._paced(list(heapq.merge(late, released, key=lambda pair: pair[0])))
+            if watermark == POS_INF:
+                yield End()
             yield from self._watermark(watermark)
             if self.sent == POS_INF:
                 return

@@ -52,13 +52,16 @@ def run_live(options, output: str, build: Callable) -> tuple[object, float, str]
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
     (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
     written as the run goes, so stopping it keeps everything already reported."""
-    from beam_tally.io_stream import wait_for_source
+    from beam_tally.io_stream import end_marker, wait_for_source
     from beam_tally.options import StreamOptions
 
     stream = options.view_as(StreamOptions)
     wait_for_source(stream.source, stream.connect_timeout)
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
+    marker = end_marker(output)
+    if FileSystems.exists(marker):  # from an earlier run into the same directory
+        FileSystems.delete([marker])
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
@@ -94,9 +97,24 @@ def run_live(options, output: str, build: Callable) -> tuple[object, float, str]
                 break
     finally:
         if not finished.is_set():
-            result.cancel()
+            # Beam's cancel waits for its workers, which may be waiting on a silent stream:
+            # give it a few seconds (its threads are daemons and end with the process).
+            cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
+            cancelling.start()
+            cancelling.join(timeout=5)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     if failure:
         raise failure[0]
+    if ended == "the stream ended":
+        if not FileSystems.exists(marker):
+            raise StreamBroken(
+                f"the stream from {stream.source} broke off before its end (the producer "
+                "stopped or the connection failed): the outputs hold what had arrived"
+            )
+        FileSystems.delete([marker])
     return result, time.perf_counter() - started, ended
+
+
+class StreamBroken(Exception):
+    """A live run's stream ended without its end marker."""

@@ -14,7 +14,7 @@ from apache_beam.metrics import Metrics
 
 from beam_tally import console, metrics
 from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, per_document_windows
+from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
 from beam_tally.options import (
     IOOptions,
     StreamOptions,
@@ -74,7 +74,8 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     if source:  # live: documents from the producer, each in its own tiny event-time window
         files = (
             p
-            | "ReadStream" >> ReadStream(source, "tally")
+            | "ReadStream"
+            >> ReadStream(source, "tally", io_opts.output and end_marker(io_opts.output))
             | "PerDocument" >> (per_document_windows())
         )
         read_dead_letters = []

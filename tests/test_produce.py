@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -107,3 +109,43 @@ def test_a_truncated_followed_file_is_read_again_from_its_start(tmp_path):
     path.write_bytes(csv_line(200))  # rotated by copytruncate, then written again
     (update,) = poll()
     assert [(ts, line.line) for ts, line in update.items] == [(200, 1)]
+
+
+def test_a_line_too_long_to_stream_is_a_dead_letter_and_the_rest_goes_on(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(csv_line(1) + b"x" * (3 << 20) + b"\n" + csv_line(2))
+    poll = access_poll(str(path), "csv", follow=True)
+    items = []
+    for _ in range(3):  # the long line spans reads
+        for update in poll():
+            items += update.items
+    assert [(ts, line.line, line.fmt) for ts, line in items] == [
+        (1, 1, "csv"),
+        (None, 2, STREAM_ERROR),
+        (2, 3, "csv"),
+    ]
+    assert items[1][1].text.startswith("line too long to stream")
+
+
+def test_a_rotated_followed_file_is_drained_then_the_new_one_read(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(csv_line(1))
+    poll = access_poll(str(path), "csv", follow=True)
+    assert [ts for ts, _ in poll()[0].items] == [1]
+    with open(path, "ab") as handle:
+        handle.write(csv_line(2))  # appended just before the rotation
+    os.rename(path, tmp_path / "a.csv.1")
+    path.write_bytes(csv_line(3) + csv_line(4))
+    items = [item for _ in range(2) for update in poll() for item in update.items]
+    assert [(ts, line.line) for ts, line in items] == [(2, 2), (3, 1), (4, 2)]
+
+
+def test_a_deleted_followed_file_ends_its_reader(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(csv_line(1))
+    poll = access_poll(str(path), "csv", follow=True)
+    poll()
+    path.unlink()
+    (update,) = poll()
+    assert update.items == [] and update.done
+    assert poll() == []  # not polled again, no dead letter for a file that went away

@@ -6,11 +6,14 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from beam_tally.produce import access_poll
 from beam_tally.replay import (
     POS_INF,
     Elements,
+    End,
     Merger,
     ReorderBuffer,
+    Session,
     StreamSettings,
     Update,
     Watermark,
@@ -52,11 +55,12 @@ def chunked_poll(readers: dict[str, list], chunk: int = 3):
 
 
 def check_stream(events):
-    """Elements before the watermark that covers them, watermark never back, ends at +inf;
-    returns the elements in order and the items that arrived behind the watermark."""
+    """Elements before the watermark that covers them, watermark never back, ends with End
+    then +inf; returns the elements in order and the items that arrived behind the watermark."""
     watermark = -math.inf
     out, behind = [], []
-    for event in events:
+    assert events[-2:] == [End(), Watermark(POS_INF)]
+    for event in events[:-2]:
         if isinstance(event, Watermark):
             assert event.at >= watermark
             watermark = event.at
@@ -66,7 +70,6 @@ def check_stream(events):
                 out.append((ts, item))
                 if ts < watermark:
                     behind.append(item)
-    assert watermark == POS_INF
     return out, behind
 
 
@@ -120,57 +123,54 @@ def test_replay_of_shuffled_readers_is_sorted_with_nothing_behind_the_watermark(
     assert clock.slept == []  # unpaced, and never idle
 
 
-def test_a_line_later_than_the_budget_still_travels_behind_the_watermark():
+def test_a_line_later_than_the_budget_travels_at_the_watermark_marked_late():
     items = [(t, t) for t in range(100, 130)] + [(101, "late")]
-    events = list(
-        stream_events(chunked_poll({"a": items}, 5), StreamSettings(max_delay=5), FakeClock())
-    )
+    events, marked = marking_session(chunked_poll({"a": items}, 5), StreamSettings(max_delay=5))
     out, behind = check_stream(events)
-    assert behind == ["late"]
+    assert behind == [] and marked == ["late"]
     assert len(out) == len(items)
 
 
-@settings(max_examples=60, deadline=None)
+def marking_session(poll, settings_: StreamSettings):
+    """A session whose late items come out as ("late", item); returns (events, marked)."""
+    marked = []
+
+    def mark_late(ts, item, behind):
+        assert ts < behind
+        marked.append(item)
+        return ("late", item)
+
+    return list(Session(poll, settings_, FakeClock(), mark_late).events()), marked
+
+
+@settings(max_examples=80, deadline=None)
 @given(
-    st.lists(
-        st.lists(st.tuples(st.integers(0, 60), st.integers(0, 8)), max_size=40),
-        min_size=1,
-        max_size=3,
-    ),
+    st.lists(st.lists(st.integers(0, 60), max_size=40), min_size=1, max_size=3),
     st.integers(0, 8),
     st.integers(1, 10),
 )
-def test_property_every_item_served_once_and_only_the_too_late_behind(readers, budget, chunk):
-    """Each reader's item at position i has event time ``base`` shifted by up to ``jitter``
-    seconds; an item is behind the watermark only if its reader had already read an item more
-    than ``budget`` seconds newer."""
-    named = {}
-    expected_behind = set()
-    for r, pairs in enumerate(readers):
-        items = []
-        newest = -math.inf
-        for i, (base, jitter) in enumerate(pairs):
-            ts = base + jitter
-            items.append((ts, (r, i)))
-            newest = max(newest, ts)
-        named[f"r{r}"] = items
-        if not items:
-            named[f"r{r}"] = []
-    events = list(
-        stream_events(chunked_poll(named, chunk), StreamSettings(max_delay=budget), FakeClock())
-    )
+def test_property_late_exactly_beyond_the_budget_whatever_the_chunks(readers, budget, chunk):
+    """Every item is served once and never behind the watermark; the items marked late are
+    exactly those more than ``budget`` seconds older than an item read before them from the
+    same reader, however the readers' input is chunked."""
+    named = {
+        f"r{r}": [(ts, (r, i)) for i, ts in enumerate(times)] for r, times in enumerate(readers)
+    }
+    events, marked = marking_session(chunked_poll(named, chunk), StreamSettings(max_delay=budget))
     out, behind = check_stream(events)
-    assert sorted(item for _, item in out) == sorted(
-        item for items in named.values() for _, item in items
-    )
-    for r, items in enumerate(named.values()):
+    assert behind == []
+    served = [item[1] if isinstance(item[0], str) else item for _, item in out]
+    assert sorted(served) == sorted(item for items in named.values() for _, item in items)
+    expected = []
+    for items in named.values():
         newest = -math.inf
         for ts, item in items:
             if ts < newest - budget:
-                expected_behind.add(item)
+                expected.append(item)
             newest = max(newest, ts)
-        del r
-    assert set(behind) <= expected_behind
+    assert sorted(marked) == sorted(expected)
+    on_time = [ts for ts, item in out if not isinstance(item[0], str)]
+    assert on_time == sorted(on_time)
 
 
 def test_pacing_divides_event_time_by_speedup_with_heartbeats_while_waiting():
@@ -182,7 +182,7 @@ def test_pacing_divides_event_time_by_speedup_with_heartbeats_while_waiting():
     for event in stream_events(chunked_poll({"a": items}, 10), settings_, clock):
         if isinstance(event, Elements):
             emitted_at += [(item, clock.now()) for _, item in event.items]
-        elif event.at != POS_INF:
+        elif isinstance(event, Watermark) and event.at != POS_INF:
             heartbeats += 1
     assert emitted_at == [("first", 5_000.0), ("second", 5_010.0)]
     assert heartbeats >= 9  # one per second of the 10 s wait
@@ -225,3 +225,55 @@ def test_clock_watermark_follows_the_clock_when_items_are_stamped_with_it():
     assert seen[0] == Elements([(2_000.0, "file-1")])
     marks = [e.at for e in seen if isinstance(e, Watermark)]
     assert marks[0] == 2_000.0 and marks[-1] >= 2_001.5
+
+
+def test_late_items_leave_marked_at_the_watermark_never_behind_it():
+    items = [(t, t) for t in range(100, 130)] + [(101, "late"), (126, "on time")]
+    marked = []
+
+    def mark_late(ts, item, watermark):
+        marked.append((ts, item, watermark))
+        return f"late {item}"
+
+    poll = chunked_poll({"a": items}, 5)
+    session = Session(poll, StreamSettings(max_delay=5), FakeClock(), mark_late)
+    out, behind = check_stream(list(session.events()))
+    assert behind == []
+    assert [(ts, item, newest) for ts, item, newest in marked] == [(101, "late", 129)]
+    sent_at = next(ts for ts, item in out if item == "late late")
+    assert 101 < sent_at <= 129 - 5  # at the watermark, not behind it
+    assert "on time" in [item for _, item in out]
+
+
+def test_an_empty_replay_ends_and_a_follow_never_does():
+    assert list(stream_events(list, StreamSettings(), FakeClock())) == [End(), Watermark(POS_INF)]
+    clock = FakeClock()
+    events = stream_events(lambda: [Update("a", [], done=True)], StreamSettings(follow=True), clock)
+    for event in events:
+        assert event != End()
+        if clock.now() > 1_010:
+            break
+
+
+def test_a_followed_file_that_went_quiet_gets_heartbeats_and_polls_sleep(tmp_path):
+    """The real reader: once a followed file stops growing, each poll finds nothing new, the
+    session sleeps between polls and sends a heartbeat every second (a consumer that hears
+    nothing for 30 s gives up)."""
+    path = tmp_path / "a.csv"
+    lines = "".join(
+        f'"10.0.0.1","-","-",{1_000 + n},"GET /api/x HTTP/1.1",200,10\n' for n in range(10)
+    )
+    path.write_text('"remotehost","rfc931","authuser","date","request","status","bytes"\n' + lines)
+    clock = FakeClock()
+    settings_ = StreamSettings(max_delay=2, follow=True, heartbeat=1.0, poll=0.2)
+    elements, heartbeats = [], 0
+    for event in stream_events(access_poll(str(path), "auto", follow=True), settings_, clock):
+        if isinstance(event, Elements):
+            elements += event.items
+        elif isinstance(event, Watermark):
+            heartbeats += 1
+        if clock.now() >= 1_010:
+            break
+    assert heartbeats >= 9  # about one a second over 10 s
+    assert len(elements) == 11 - 2  # header and lines up to the watermark (newest - 2 s)
+    assert sum(clock.slept) >= 9.5  # polls slept: no busy loop

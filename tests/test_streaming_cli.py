@@ -21,8 +21,11 @@ from collections import Counter
 import pytest
 
 from beam_tally.generate import generate_tally
+from beam_tally.generate_access import DEFAULT_START as START
 from beam_tally.generate_access import generate_access
 from tests.conftest import independent_tally
+from tests.test_alert_rule import reference_alerts
+from tests.test_monitor_cli import CONTROL, CSV_LINE
 
 DEADLINE = 120  # seconds any one process may take
 
@@ -110,7 +113,7 @@ def batch(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def live_monitor(tmp_path_factory):
     """Two access logs (CSV and CLF) with bursts and lines displaced within the reorder budget,
-    replayed at 400x to a live monitor, and the batch monitor over the same files."""
+    replayed at 200x to a live monitor, and the batch monitor over the same files."""
     data = tmp_path_factory.mktemp("live_access")
     logs = data / "logs"
     logs.mkdir()
@@ -125,7 +128,7 @@ def live_monitor(tmp_path_factory):
     batch("monitor", "--input", pattern, "--output", str(data / "batch"))
     producer = consumer = None
     try:
-        producer, source = start_producer("access", "--input", pattern, "--speedup", "400")
+        producer, source = start_producer("access", "--input", pattern, "--speedup", "200")
         consumer = Proc(
             "monitor", "--streaming", "--source", source, "--output", str(data / "live")
         )
@@ -179,6 +182,114 @@ def test_first_alert_is_printed_before_the_stream_ends(live_monitor):
     alerted = consumer.first_time(r"^High traffic generated an alert - hits = \d+, triggered at")
     finished = producer.first_time("replay finished")
     assert alerted < finished
+
+
+def good_csv_lines(path: str) -> dict[tuple[str, int], tuple[int, int]]:
+    """{(source, line number): (timestamp, bytes)} of every good line of a CSV access log,
+    with the test's own regex."""
+    good = {}
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                continue
+            match = CSV_LINE.match(text)
+            if match and not CONTROL.search(text) and 100 <= int(match[8]) <= 599:
+                good[(path, number)] = (int(match[4]), int(match[9]))
+    return good
+
+
+def test_lines_beyond_the_reorder_budget_are_late_once_and_nowhere_else(tmp_path):
+    """Lines up to 7 s out of order against a 5 s budget: each line more than 5 s older than a
+    line before it in its file is one 'late' dead letter, and stats and alerts both count
+    exactly the other lines."""
+    path = str(tmp_path / "access.csv")
+    generate_access(
+        path, fmt="csv", seconds=600, rate=5, bursts=[(150, 150, 20)], disorder=7, seed=8
+    )
+    out = tmp_path / "live"
+    producer = consumer = None
+    try:
+        producer, source = start_producer("access", "--input", path, "--max_delay", "5")
+        consumer = Proc("monitor", "--streaming", "--source", source, "--output", str(out))
+        code = consumer.wait()
+    finally:
+        for proc in (consumer, producer):
+            if proc is not None:
+                proc.stop()
+    assert code == 0, consumer.errors[-10:]
+    good = good_csv_lines(path)
+    dead = read_outputs(str(out), "dead_letters")
+    late = [(d["source"], d["where"]) for d in dead if d["reason"].startswith("late:")]
+    expected_late, newest = set(), -1
+    for key, (timestamp, _) in good.items():  # in file order
+        if timestamp < newest - 5:
+            expected_late.add(key)
+        newest = max(newest, timestamp)
+    assert len(late) == len(set(late)) and set(late) == expected_late and len(late) > 20
+    on_time = [good[key] for key in good if key not in set(late)]
+    expected: dict[int, list[int]] = {}
+    for timestamp, size in on_time:
+        window = expected.setdefault(timestamp - timestamp % 10, [0, 0])
+        window[0] += 1
+        window[1] += size
+    stats = read_outputs(str(out), "stats")
+    assert {s["start"]: [s["hits"], s["bytes"]] for s in stats} == expected
+    assert len(stats) == len(expected)  # one row per window: no late panes
+    alerts = read_outputs(str(out), "alerts")
+    reference = reference_alerts([t for t, _ in on_time], 10.0, 120)
+    assert sorted((a["kind"], a["at"], a["hits"]) for a in alerts) == sorted(reference)
+    assert reference  # the burst alerts
+
+
+def test_live_monitor_follows_growing_files(tmp_path):
+    """A file written in pieces (lines split mid-way) and a second file, with the next two
+    minutes, that appears later: every stats window the watermark passed equals the batch one
+    over the final files, and nothing is late."""
+    logs, out = tmp_path / "logs", tmp_path / "live"
+    logs.mkdir()
+    whole = tmp_path / "whole.csv"
+    generate_access(str(whole), fmt="csv", seconds=120, rate=5, seed=9)
+    data = whole.read_bytes()
+    pieces = [data[: len(data) // 3], data[len(data) // 3 : 2 * len(data) // 3]]
+    pieces.append(data[2 * len(data) // 3 :])
+    producer = consumer = None
+    try:
+        producer, source = start_producer("access", "--input", str(logs), "--follow")
+        consumer = Proc("monitor", "--streaming", "--source", source, "--output", str(out))
+        target = logs / "access.csv"
+        for piece in pieces:
+            with open(target, "ab") as handle:
+                handle.write(piece)
+            time.sleep(1.0)
+        generate_access(
+            str(logs / "next.csv"), fmt="csv", seconds=120, rate=5, seed=10, start=START + 120
+        )
+        newest = max(good_csv_lines(str(logs / "next.csv")).values())[0]
+        last_closed = (newest - 5) - (newest - 5) % 10  # windows ending by the watermark
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            starts = {s["start"] for s in read_outputs(str(out), "stats")}
+            if last_closed - 10 in starts:
+                break
+            time.sleep(0.2)
+        consumer.popen.send_signal(signal.SIGINT)
+        code = consumer.wait(timeout=60)
+    finally:
+        for proc in (consumer, producer):
+            if proc is not None:
+                proc.stop()
+    assert code == 0, consumer.errors[-10:]
+    batch("monitor", "--input", str(logs / "*.csv"), "--output", str(tmp_path / "batch"))
+    expected = {
+        s["start"]: (s["hits"], s["bytes"])
+        for s in read_outputs(str(tmp_path / "batch"), "stats")
+        if s["end"] <= newest - 5
+    }
+    live = {s["start"]: (s["hits"], s["bytes"]) for s in read_outputs(str(out), "stats")}
+    assert live == expected
+    assert len(live) >= 20 and not read_outputs(str(out), "dead_letters")
 
 
 def test_live_tally_over_a_followed_folder_ends_with_the_batch_global_tally(tmp_path):
@@ -263,3 +374,23 @@ def test_a_producer_that_cannot_bind_is_one_line_and_exit_2(tmp_path):
             producer.stop()
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "cannot serve on" in result.stderr
+
+
+def test_a_stream_that_breaks_off_is_a_failed_run_not_a_clean_end(tmp_path):
+    logs = tmp_path / "a.csv"
+    generate_access(str(logs), fmt="csv", seconds=900, rate=5, seed=12)
+    out = tmp_path / "live"
+    producer = consumer = None
+    try:
+        producer, source = start_producer("access", "--input", str(logs), "--speedup", "10")
+        consumer = Proc("monitor", "--streaming", "--source", source, "--output", str(out))
+        consumer.wait_for_line(r"^\d{4}-\d\d-\d\d .* hits", timeout=60)  # a first stats block
+        producer.popen.kill()  # the producer dies mid-replay
+        code = consumer.wait(timeout=60)
+    finally:
+        for proc in (consumer, producer):
+            if proc is not None:
+                proc.stop()
+    assert code == 1
+    assert any("broke off before its end" in line for line in consumer.errors)
+    assert read_outputs(str(out), "stats")  # what had arrived was written

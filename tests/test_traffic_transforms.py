@@ -16,10 +16,8 @@ from tests.test_alert_rule import reference_alerts
 from transforms.traffic import (
     ALERTS,
     LATE,
-    RECORDS,
     ComputeTrafficStats,
     DetectHighTraffic,
-    SeparateLateRecords,
     TrafficStatsCombineFn,
 )
 
@@ -232,47 +230,3 @@ def test_streaming_first_bundle_not_earliest_and_an_outlier_second():
             equal_to(reference_alerts(timestamps, 1.0, 10)),
         )
         assert_that(result[LATE], equal_to([]), label="NoLate")
-
-
-# SeparateLateRecords ---------------------------------------------------------------------------
-
-
-def test_separate_late_records_one_decision_for_stats_and_alerts():
-    """A stream whose watermark trails its newest line by max_delay (as the producer serves
-    it): a line more than max_delay behind the newest becomes a late dead letter, once, and is
-    in neither the stats nor the alerts; every other line is in both, however the watermark
-    has moved."""
-    on_time = [record(t, line=t) for t in (100, 103, 101, 108, 104, 112, 119)]
-    late = [record(t, line=1000 + t) for t in (102, 109)]  # 7+ s behind the newest when sent
-    stream = (
-        TestStream()
-        .add_elements(stamped(on_time[:5]))
-        .advance_watermark_to(108 - 5)
-        .add_elements(stamped(on_time[5:6]))  # newest 112: watermark may go to 107
-        .advance_watermark_to(112 - 5)
-        .add_elements(stamped(late[:1]))  # 102 < 107
-        .add_elements(stamped(on_time[6:]))  # newest 119
-        .advance_watermark_to(119 - 5)
-        .add_elements(stamped(late[1:]))  # 109 < 114
-        .advance_watermark_to_infinity()
-    )
-    with streaming_pipeline() as p:
-        separated = p | stream | SeparateLateRecords(max_delay=5)
-        stats = separated[RECORDS] | ComputeTrafficStats(size=10)
-        detected = separated[RECORDS] | DetectHighTraffic(0.01, 120, max_delay=5)
-        assert_that(
-            separated[LATE] | beam.Map(lambda d: (d.where, d.reason.split(":")[0])),
-            equal_to([(1102, "late"), (1109, "late")]),
-            label="late",
-        )
-        assert_that(
-            stats | beam.Map(lambda s: (s.start, s.hits)),
-            equal_to([(100, 5), (110, 2)]),
-            label="stats",
-        )
-        assert_that(detected[LATE], equal_to([]), label="detector never sees a late line")
-        assert_that(
-            detected[ALERTS] | beam.Map(lambda a: (a.kind, a.at, a.hits)),
-            equal_to(reference_alerts([r.timestamp for r in on_time], 0.01, 120)),
-            label="alerts",
-        )
