@@ -6,6 +6,7 @@ Every process has a timeout and is stopped in a ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -88,8 +89,29 @@ class Proc:
 
 def start_producer(*args: str) -> tuple[Proc, str]:
     producer = Proc("produce", *args, "--serve", "127.0.0.1:0")
-    port = producer.wait_for_line(r"on 127\.0\.0\.1:(\d+)", timeout=60)[1]
+    try:
+        port = producer.wait_for_line(r"on 127\.0\.0\.1:(\d+)", timeout=60)[1]
+    except BaseException:
+        producer.stop()
+        raise
     return producer, f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def live(producer_args: tuple[str, ...], job: str, out, *consumer_args: str):
+    """``beam-tally produce PRODUCER_ARGS`` on a free loopback port and ``beam-tally JOB
+    --streaming`` reading it into ``out``; both are stopped when the block ends."""
+    procs: list[Proc] = []
+    try:
+        producer, source = start_producer(*producer_args)
+        procs.append(producer)
+        procs.append(
+            Proc(job, "--streaming", "--source", source, "--output", str(out), *consumer_args)
+        )
+        yield producer, procs[1]
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
 
 
 def read_outputs(out: str, name: str) -> list[dict]:
@@ -126,18 +148,10 @@ def live_monitor(tmp_path_factory):
     )
     pattern = str(logs / "*")
     batch("monitor", "--input", pattern, "--output", str(data / "batch"))
-    producer = consumer = None
-    try:
-        producer, source = start_producer("access", "--input", pattern, "--speedup", "200")
-        consumer = Proc(
-            "monitor", "--streaming", "--source", source, "--output", str(data / "live")
-        )
+    producer_args = ("access", "--input", pattern, "--speedup", "200")
+    with live(producer_args, "monitor", data / "live") as (producer, consumer):
         code = consumer.wait()
         producer.wait_for_line("replay finished", timeout=30)
-    finally:
-        for proc in (consumer, producer):
-            if proc is not None:
-                proc.stop()
     return data, producer, consumer, code
 
 
@@ -209,15 +223,8 @@ def test_lines_beyond_the_reorder_budget_are_late_once_and_nowhere_else(tmp_path
         path, fmt="csv", seconds=600, rate=5, bursts=[(150, 150, 20)], disorder=7, seed=8
     )
     out = tmp_path / "live"
-    producer = consumer = None
-    try:
-        producer, source = start_producer("access", "--input", path, "--max_delay", "5")
-        consumer = Proc("monitor", "--streaming", "--source", source, "--output", str(out))
+    with live(("access", "--input", path, "--max_delay", "5"), "monitor", out) as (_, consumer):
         code = consumer.wait()
-    finally:
-        for proc in (consumer, producer):
-            if proc is not None:
-                proc.stop()
     assert code == 0, consumer.errors[-10:]
     good = good_csv_lines(path)
     dead = read_outputs(str(out), "dead_letters")
@@ -254,10 +261,7 @@ def test_live_monitor_follows_growing_files(tmp_path):
     data = whole.read_bytes()
     pieces = [data[: len(data) // 3], data[len(data) // 3 : 2 * len(data) // 3]]
     pieces.append(data[2 * len(data) // 3 :])
-    producer = consumer = None
-    try:
-        producer, source = start_producer("access", "--input", str(logs), "--follow")
-        consumer = Proc("monitor", "--streaming", "--source", source, "--output", str(out))
+    with live(("access", "--input", str(logs), "--follow"), "monitor", out) as (_, consumer):
         target = logs / "access.csv"
         for piece in pieces:
             with open(target, "ab") as handle:
@@ -276,10 +280,6 @@ def test_live_monitor_follows_growing_files(tmp_path):
             time.sleep(0.2)
         consumer.popen.send_signal(signal.SIGINT)
         code = consumer.wait(timeout=60)
-    finally:
-        for proc in (consumer, producer):
-            if proc is not None:
-                proc.stop()
     assert code == 0, consumer.errors[-10:]
     batch("monitor", "--input", str(logs / "*.csv"), "--output", str(tmp_path / "batch"))
     expected = {
@@ -287,9 +287,9 @@ def test_live_monitor_follows_growing_files(tmp_path):
         for s in read_outputs(str(tmp_path / "batch"), "stats")
         if s["end"] <= newest - 5
     }
-    live = {s["start"]: (s["hits"], s["bytes"]) for s in read_outputs(str(out), "stats")}
-    assert live == expected
-    assert len(live) >= 20 and not read_outputs(str(out), "dead_letters")
+    live_stats = {s["start"]: (s["hits"], s["bytes"]) for s in read_outputs(str(out), "stats")}
+    assert live_stats == expected
+    assert len(live_stats) >= 20 and not read_outputs(str(out), "dead_letters")
 
 
 def test_live_tally_over_a_followed_folder_ends_with_the_batch_global_tally(tmp_path):
@@ -299,10 +299,7 @@ def test_live_tally_over_a_followed_folder_ends_with_the_batch_global_tally(tmp_
         str(source_dir), files=6, logs_per_file=150, emails=12, bad_fraction=0.05, seed=11
     )
     names = sorted(os.listdir(source_dir))
-    producer = consumer = None
-    try:
-        producer, source = start_producer("tally", "--input", str(followed), "--follow")
-        consumer = Proc("tally", "--streaming", "--source", source, "--output", str(out))
+    with live(("tally", "--input", str(followed), "--follow"), "tally", out) as (_, consumer):
         for start in (0, 3):  # files arrive while the consumer runs, written then renamed
             for name in names[start : start + 3]:
                 shutil.copy(source_dir / name, followed / f".{name}.part")
@@ -310,10 +307,6 @@ def test_live_tally_over_a_followed_folder_ends_with_the_batch_global_tally(tmp_
             consumer.wait_for_line(rf"^global tally after {start + 3:,} files", timeout=60)
         consumer.popen.send_signal(signal.SIGINT)
         code = consumer.wait(timeout=60)
-    finally:
-        for proc in (consumer, producer):
-            if proc is not None:
-                proc.stop()
     assert code == 0, consumer.errors[-10:]
     consumer.wait_for_line(r"^live run: stopped by Ctrl-C$", timeout=1)
     updates = read_outputs(str(out), "global_tally")
@@ -331,18 +324,9 @@ def test_live_tally_over_a_followed_folder_ends_with_the_batch_global_tally(tmp_
 def test_stop_after_ends_a_live_run_cleanly(tmp_path):
     followed = tmp_path / "empty"
     followed.mkdir()
-    producer = consumer = None
-    try:
-        producer, source = start_producer("tally", "--input", str(followed), "--follow")
-        consumer = Proc(
-            "tally", "--streaming", "--source", source, "--output", str(tmp_path / "out"),
-            "--stop_after", "3",
-        )  # fmt: skip
+    producer_args = ("tally", "--input", str(followed), "--follow")
+    with live(producer_args, "tally", tmp_path / "out", "--stop_after", "3") as (_, consumer):
         code = consumer.wait(timeout=60)
-    finally:
-        for proc in (consumer, producer):
-            if proc is not None:
-                proc.stop()
     assert code == 0, consumer.errors[-10:]
     consumer.wait_for_line(r"^summary: 0 files", timeout=1)
     consumer.wait_for_line(r"^live run: stopped after --stop_after 3 s$", timeout=1)
@@ -380,17 +364,11 @@ def test_a_stream_that_breaks_off_is_a_failed_run_not_a_clean_end(tmp_path):
     logs = tmp_path / "a.csv"
     generate_access(str(logs), fmt="csv", seconds=900, rate=5, seed=12)
     out = tmp_path / "live"
-    producer = consumer = None
-    try:
-        producer, source = start_producer("access", "--input", str(logs), "--speedup", "10")
-        consumer = Proc("monitor", "--streaming", "--source", source, "--output", str(out))
+    producer_args = ("access", "--input", str(logs), "--speedup", "10")
+    with live(producer_args, "monitor", out) as (producer, consumer):
         consumer.wait_for_line(r"^\d{4}-\d\d-\d\d .* hits", timeout=60)  # a first stats block
         producer.popen.kill()  # the producer dies mid-replay
         code = consumer.wait(timeout=60)
-    finally:
-        for proc in (consumer, producer):
-            if proc is not None:
-                proc.stop()
     assert code == 1
     assert any("broke off before its end" in line for line in consumer.errors)
     assert read_outputs(str(out), "stats")  # what had arrived was written
