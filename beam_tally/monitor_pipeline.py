@@ -33,6 +33,12 @@ from transforms.traffic import (
     ParseAccessLines,
 )
 
+OUTPUTS = (
+    "stats.jsonl",
+    "alerts.jsonl",
+    "dead_letters.jsonl",
+)  # under --output; an earlier run's are replaced
+
 HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv|clf]
           [--threshold 10] [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5]
           [Beam options]
@@ -111,10 +117,10 @@ def run(argv: list[str]) -> int:
     validate(options)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
-        _, seconds, ended = run_live(options, output, build_monitor_pipeline)
+        _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS)
         totals, reasons = metrics.live_monitor_counters(output)
     else:
-        result, seconds = run_pipeline(options, output, build_monitor_pipeline)
+        result, seconds = run_pipeline(options, output, build_monitor_pipeline, OUTPUTS)
         totals = metrics.counters(result, METRICS_NAMESPACE)
         reasons = metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE)
         ended = None

@@ -36,6 +36,7 @@ Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
 
 BLOCK = 4 << 20  # bytes read from a file per poll
 MAX_LINE = 1 << 20  # a longer access line travels as a dead letter (gRPC's message limit)
+MAX_CONSUMERS = 32  # consumers served at once; one more is refused, not left waiting
 CHUNK_FILES = 16
 
 
@@ -79,6 +80,8 @@ class AccessFileReader:
         self.line = 0
         self.tail = b""
         self.skipping = False  # inside a line too long to send, until its newline
+        self.pending: list = []  # lines of a rotated file, read before its successor
+        self.rotated_away: set[tuple[int, int]] = set()  # files this reader drained and left
 
     def read(self, final: bool) -> tuple[list, bool]:
         """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
@@ -101,7 +104,7 @@ class AccessFileReader:
             reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
             return [(None, self._error(reason))], True
         at_end = len(block) < BLOCK
-        items = self._lines(block, final and at_end)
+        items, self.pending = self.pending + self._lines(block, final and at_end), []
         if final and at_end:
             self.close()
         return items, final and at_end
@@ -127,6 +130,8 @@ class AccessFileReader:
         if (info.st_dev, info.st_ino) != self.identity:
             _say(f"{self.path} was rotated: reading the new file from its start")
             self.close()
+            self.pending = self._lines(b"", True)  # the old file's unterminated last line
+            self.rotated_away.add(self.identity)
             self._open()
         elif info.st_size < self.handle.tell():
             _say(f"{self.path} was truncated: reading it again from its start")
@@ -187,24 +192,46 @@ class AccessFileReader:
         return items
 
 
+def _signature(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size
+
+
 def access_poll(pattern: str, fmt: str, follow: bool):
-    """Reads every file matching ``pattern``, one reader each; followed, files that appear
-    later get a reader too (a path that was deleted and comes back starts a new one)."""
+    """Reads every file matching ``pattern``, one reader each. Followed, files that appear
+    later get a reader too, except a file already being read under another name (a rotated
+    file whose new name matches); a path whose reader ended (deleted, unreadable) gets a new
+    one only once the file there has changed."""
     readers: dict[str, AccessFileReader] = {}
-    finished: set[str] = set()
+    ended: dict[str, tuple | None] = {}  # path -> its signature when its reader ended
 
     def poll() -> list[Update]:
         for path in _matches(pattern):
-            if path not in readers or (follow and path in finished):
-                readers[path] = AccessFileReader(path, fmt)
-                finished.discard(path)
+            if path in readers and path not in ended:
+                continue
+            signature = _signature(path)
+            if path in ended and (not follow or signature == ended[path]):
+                continue
+            known = set()
+            for other, reader in readers.items():
+                known |= reader.rotated_away
+                if other not in ended:
+                    known.add(reader.identity)
+            if signature is not None and signature[:2] in known:
+                continue  # a file already read under another name (renamed by a rotation)
+            readers[path] = AccessFileReader(path, fmt)
+            readers[path].identity = signature[:2] if signature else None
+            ended.pop(path, None)
         updates = []
         for path, reader in readers.items():
-            if path in finished:
+            if path in ended:
                 continue
             items, done = reader.read(final=not follow)
             if done:
-                finished.add(path)
+                ended[path] = _signature(path)
             # a followed file that is gone stops holding the watermark, but the stream goes on
             updates.append(Update(path, items, done))
         return updates
@@ -230,12 +257,13 @@ def tally_poll(pattern: str, follow: bool, clock):
     def read(path: str) -> SourceFile:
         try:
             with open(path, "rb") as handle:
-                content = handle.read()
+                content = handle.read(MAX_ELEMENT_BYTES + 1)  # never more than can be sent
         except OSError as err:
             reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
             return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
         if len(content) > MAX_ELEMENT_BYTES:
-            reason = f"too large to stream: {len(content):,} bytes in one document"
+            size = _signature(path)[3] if _signature(path) else len(content)
+            reason = f"too large to stream: {size:,} bytes in one document"
             return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
         return SourceFile(path, content)
 
@@ -359,9 +387,12 @@ def serve(args) -> int:
         def make_poll(clock):
             return tally_poll(pattern, args.follow, clock)
 
-    # No SO_REUSEPORT: a second producer on a taken port must fail, not share it.
+    # No SO_REUSEPORT: a second producer on a taken port must fail, not share it. Each
+    # connected consumer holds one worker thread for its whole stream.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=8), options=[("grpc.so_reuseport", 0)]
+        futures.ThreadPoolExecutor(max_workers=MAX_CONSUMERS),
+        options=[("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=MAX_CONSUMERS,
     )
     service = _Service(args.kind, make_poll, settings)
     servicer = type(

@@ -149,28 +149,35 @@ class Merger:
 
     def advance(self, end_when_done: bool = True) -> tuple[list[tuple[float, Any]], float]:
         """The items now released (event-time order) and the watermark to send after them;
-        +inf once every reader is done, if ``end_when_done`` (a replay, not a follow)."""
+        +inf once every reader is done, if ``end_when_done`` (a replay, not a follow).
+
+        A reader holds the watermark while it reads and has seen an event time. When every
+        reader that has is idle (following files that stopped growing), they are taken as
+        caught up: the watermark moves to the newest time they read, so the last windows
+        close; a line that then arrives older than that is late."""
+        timed = {name: b for name, b in self.buffers.items() if b.newest is not None}
         holding = [
             buffer.watermark
-            for name, buffer in self.buffers.items()
+            for name, buffer in timed.items()
             if name not in self.finished and name not in self.idle
         ]
         if end_when_done and self.all_finished:
             target = POS_INF
         elif holding:
             target = min(holding)
-        else:  # every reader idle: release what they have up to their own watermarks
-            target = min((b.watermark for b in self.buffers.values()), default=NEG_INF)
-            target = max(target, self.watermark)
+        else:  # nobody reading (all idle or done): what was read is all there is for now
+            target = max((b.newest for b in timed.values()), default=NEG_INF)
         self.watermark = max(self.watermark, target)
         if self.watermark == POS_INF:
-            newest = max(
-                (b.newest for b in self.buffers.values() if b.newest is not None), default=0
-            )
+            newest = max((b.newest for b in timed.values()), default=0)
             streams = [b.drain(newest) for b in self.buffers.values()]
         else:
             streams = [b.pop_until(self.watermark) for b in self.buffers.values()]
-        released = list(heapq.merge(*(list(s) for s in streams), key=lambda pair: pair[0]))
+            if self.watermark > NEG_INF:  # items of readers without an event time yet
+                streams += [
+                    b.drain(self.watermark) for b in self.buffers.values() if b.newest is None
+                ]
+        released = list(heapq.merge(*(list(st) for st in streams), key=lambda pair: pair[0]))
         return released, self.watermark
 
 
@@ -271,63 +278,70 @@ class Session:
             self.last_event = self.clock.now()
             yield Watermark(self.sent)
 
-    def _flush(self, batch: list) -> Iterator[Elements | Watermark]:
-        """Sends ``batch`` and moves the watermark up to its newest item: released items come
-        in event-time order, so nothing older is still to come."""
+    def _flush(self, batch: list, upto: float) -> Iterator[Elements | Watermark]:
+        """Sends ``batch`` and moves the watermark up to ``upto``, the newest released item in
+        it: released items come in event-time order, so nothing older is still to come."""
         if batch:
             yield Elements(batch)
             self.last_event = self.clock.now()
-            yield from self._watermark(min(batch[-1][0], self.merger.watermark))
+            yield from self._watermark(min(upto, self.merger.watermark))
 
-    def _paced(self, released: list) -> Iterator[Elements | Watermark]:
-        """``released`` in batches, each sent once its last item is due: items due within
-        ``granularity`` of a batch's first go with it (sent up to that much late, never
-        early)."""
+    def _paced(self, released: list, late: list) -> Iterator[Elements | Watermark]:
+        """``late`` items at once, then ``released`` in batches, each sent once its last item
+        is due: items due within ``granularity`` of a batch's first go with it (sent up to
+        that much late, never early)."""
         settings = self.settings
-        batch: list[tuple[float, Any]] = []
-        first_due = last_due = 0.0
+        batch = [self._late(*entry) for entry in late]
+        first_due = last_due = self.clock.now()
+        upto = NEG_INF  # the newest released (not late) item in the batch
         for released_ts, released_item in released:
             ts, item = released_ts, released_item
-            if ts < self.sent:
+            if ts < self.sent:  # from a new or idle reader, behind what was sent
                 ts, item = self._late(ts, item, self.sent)
-            due = self.pacer.due(ts)
+                due = self.clock.now()
+            else:
+                due = self.pacer.due(ts)
             if batch and (due - first_due > settings.granularity or len(batch) >= settings.batch):
-                yield from self._send_when_due(batch, last_due)
-                batch = []
+                yield from self._send_when_due(batch, last_due, upto)
+                batch, upto = [], NEG_INF
             if not batch:
-                first_due = due
+                first_due = last_due = due
             batch.append((ts, item))
-            last_due = due
+            last_due = max(last_due, due)
+            upto = max(upto, released_ts if released_ts >= self.sent else NEG_INF)
         if batch:
-            yield from self._send_when_due(batch, last_due)
+            yield from self._send_when_due(batch, last_due, upto)
 
     def _late(self, ts: float, item: Any, behind: float) -> tuple[float, Any]:
+        """A late item, marked, at the watermark already sent (due at once when paced)."""
         marked = item if self.mark_late is None else self.mark_late(ts, item, behind)
-        return max(ts, self.sent), marked
+        return (ts if self.sent == NEG_INF else self.sent), marked
 
-    def _send_when_due(self, batch: list, due: float) -> Iterator[Elements | Watermark]:
+    def _send_when_due(
+        self, batch: list, due: float, upto: float
+    ) -> Iterator[Elements | Watermark]:
         wait = due - self.clock.now()
         while wait > 0:  # sleep in heartbeat-sized steps
             self.clock.sleep(min(wait, self.settings.heartbeat))
             yield from self._heartbeat()
             wait = due - self.clock.now()
-        yield from self._flush(batch)
+        yield from self._flush(batch, upto)
 
     def events(self) -> Iterator[Elements | Watermark | End]:
         follow = self.settings.follow
         while True:
             got_data = self._read()
-            late = [self._late(*entry) for entry in self.merger.take_late()]
+            late = self.merger.take_late()
             released, watermark = self.merger.advance(end_when_done=not follow)
             if self.settings.clock_watermark and watermark != POS_INF:
                 watermark = self.merger.watermark = max(watermark, self.clock.now())
-            late.sort(key=lambda pair: pair[0])
-            yield from self._paced(list(heapq.merge(late, released, key=lambda pair: pair[0])))
+            items = late or released
+            yield from self._paced(released, late)
             if watermark == POS_INF:
                 yield End()
             yield from self._watermark(watermark)
             if self.sent == POS_INF:
                 return
-            if not got_data:
+            if not got_data or (follow and not items):  # nothing new to send: wait a little
                 yield from self._heartbeat()
                 self.clock.sleep(self.settings.poll)

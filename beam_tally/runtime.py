@@ -8,10 +8,11 @@ monitor run. ``tune_gc`` moves what exists when the run starts into the permanen
 """
 
 import gc
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -31,11 +32,28 @@ def restore_gc(previous: tuple[int, int, int]) -> None:
     gc.set_threshold(*previous)
 
 
-def run_pipeline(options, output: str, build: Callable) -> tuple[object, float]:
-    """Creates ``output``, builds the graph with ``build(p, options)``, tunes the GC and runs it
-    to the end; returns the ``PipelineResult`` and the wall time in seconds."""
+def prepare_output(output: str, names: Sequence[str]) -> None:
+    """Creates ``output``, or removes what an earlier run (batch or live) wrote there under
+    the job's output ``names`` (``stats.jsonl``, ``stats-*.jsonl``...), so that readers who glob
+    ``NAME*.jsonl`` see this run only. Other files are left alone."""
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)  # through Beam, so gs://, s3:// and local paths all work
+        return
+    patterns = [FileSystems.join(output, name) for name in names]
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        patterns.append(FileSystems.join(output, f"{stem}-*{ext}"))
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def run_pipeline(
+    options, output: str, build: Callable, names: Sequence[str] = ()
+) -> tuple[object, float]:
+    """Prepares ``output`` (``prepare_output``), builds the graph with ``build(p, options)``,
+    tunes the GC and runs it to the end; returns the ``PipelineResult`` and the wall time."""
+    prepare_output(output, names)
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
@@ -48,7 +66,9 @@ def run_pipeline(options, output: str, build: Callable) -> tuple[object, float]:
     return result, time.perf_counter() - started
 
 
-def run_live(options, output: str, build: Callable) -> tuple[object, float, str]:
+def run_live(
+    options, output: str, build: Callable, names: Sequence[str] = ()
+) -> tuple[object, float, str]:
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
     (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
     written as the run goes, so stopping it keeps everything already reported."""
@@ -57,8 +77,7 @@ def run_live(options, output: str, build: Callable) -> tuple[object, float, str]
 
     stream = options.view_as(StreamOptions)
     wait_for_source(stream.source, stream.connect_timeout)
-    if not FileSystems.exists(output):
-        FileSystems.mkdirs(output)
+    prepare_output(output, names)
     marker = end_marker(output)
     if FileSystems.exists(marker):  # from an earlier run into the same directory
         FileSystems.delete([marker])

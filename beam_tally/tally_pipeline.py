@@ -42,6 +42,13 @@ from transforms.tally import (
     UpdateGlobalTally,
 )
 
+OUTPUTS = (
+    "tallies.jsonl",
+    "global_tally.jsonl",
+    "global_tally_final.json",
+    "dead_letters.jsonl",
+)  # under --output; an earlier run's are replaced
+
 HELP = """usage: beam-tally tally --input GLOB --output DIR [--print_limit N] [Beam options]
        beam-tally tally --streaming --source HOST:PORT --output DIR [--stop_after S] ...
 
@@ -129,10 +136,10 @@ def run(argv: list[str]) -> int:
     validate(options)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
-        _, seconds, ended = run_live(options, output, build_tally_pipeline)
+        _, seconds, ended = run_live(options, output, build_tally_pipeline, OUTPUTS)
         totals, reasons, emails = metrics.live_tally_counters(output)
     else:
-        result, seconds = run_pipeline(options, output, build_tally_pipeline)
+        result, seconds = run_pipeline(options, output, build_tally_pipeline, OUTPUTS)
         totals = metrics.counters(result, METRICS_NAMESPACE)
         reasons = metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE)
         emails = metrics.gauge(result, METRICS_NAMESPACE, "distinct_emails")

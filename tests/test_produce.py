@@ -149,3 +149,36 @@ def test_a_deleted_followed_file_ends_its_reader(tmp_path):
     (update,) = poll()
     assert update.items == [] and update.done
     assert poll() == []  # not polled again, no dead letter for a file that went away
+
+
+def test_a_rotated_file_whose_new_name_matches_the_glob_is_not_read_twice(tmp_path):
+    path = tmp_path / "access.log"
+    path.write_bytes(csv_line(1) + csv_line(2)[:10])  # the writer is mid-line
+    poll = access_poll(str(tmp_path / "access.log*"), "csv", follow=True)
+    items = [item for update in poll() for item in update.items]
+    with open(path, "ab") as handle:
+        handle.write(csv_line(2)[10:].rstrip(b"\n"))  # its last line, never terminated
+    os.rename(path, tmp_path / "access.log.1")
+    path.write_bytes(csv_line(3))
+    for _ in range(3):
+        items += [item for update in poll() for item in update.items]
+    assert [ts for ts, _ in items] == [1, 2, 3]
+
+
+def test_an_unreadable_followed_file_is_one_dead_letter_until_it_changes(tmp_path, monkeypatch):
+    from beam_tally import produce
+
+    path = tmp_path / "a.csv"
+    path.write_bytes(csv_line(1))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(produce, "open", refuse, raising=False)
+    poll = access_poll(str(path), "csv", follow=True)
+    first = [item for update in poll() for item in update.items]
+    assert len(first) == 1 and first[0][1].text.startswith("unreadable file: PermissionError")
+    assert all(update.items == [] for _ in range(5) for update in poll())  # not again
+    monkeypatch.undo()
+    path.write_bytes(csv_line(1) + csv_line(2))  # changed: read again
+    assert [ts for update in poll() for ts, _ in update.items] == [1, 2]

@@ -3,6 +3,7 @@
 import math
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -275,5 +276,61 @@ def test_a_followed_file_that_went_quiet_gets_heartbeats_and_polls_sleep(tmp_pat
         if clock.now() >= 1_010:
             break
     assert heartbeats >= 9  # about one a second over 10 s
-    assert len(elements) == 11 - 2  # header and lines up to the watermark (newest - 2 s)
+    assert len(elements) == 11  # once idle, the file is caught up: all of it is served
     assert sum(clock.slept) >= 9.5  # polls slept: no busy loop
+
+
+def follow_until(poll, settings_: StreamSettings, clock: FakeClock, seconds: float):
+    """Events of a follow session for ``seconds`` of fake time."""
+    events, start = [], clock.now()
+    for event in stream_events(poll, settings_, clock):
+        events.append(event)
+        if clock.now() >= start + seconds:
+            return events
+    return events
+
+
+def test_when_every_followed_reader_is_idle_the_newest_is_reached():
+    """An old file and one an hour newer, both quiet: both are served in full, and a reader
+    that has seen no event time yet (a header-only file) holds nothing back."""
+    first = iter(
+        [
+            [
+                Update("old", [(100 + i, f"old{i}") for i in range(10)]),
+                Update("new", [(3_700 + i, f"new{i}") for i in range(10)]),
+                Update("header-only", [(None, "header")]),
+            ]
+        ]
+    )
+    clock = FakeClock()
+    settings_ = StreamSettings(max_delay=5, follow=True, idle_after=2.0)
+    events = follow_until(lambda: next(first, []), settings_, clock, 5)
+    served = [item for e in events if isinstance(e, Elements) for _, item in e.items]
+    expected = [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)] + ["header"]
+    assert sorted(served) == sorted(expected)
+    assert max(e.at for e in events if isinstance(e, Watermark)) == 3_709
+
+
+def test_a_late_line_is_sent_at_once_not_paced_at_its_own_time():
+    """A line late within its file but ahead of the stream's watermark does not hold back
+    the other readers' lines until its own time comes."""
+    polls = iter(
+        [
+            [Update("a", [(0, "a0")]), Update("b", [(0, "b0")])],
+            [Update("a", [(300, "a300"), (200, "a200 late")])],
+            [Update("b", [(t, f"b{t}") for t in range(1, 60)], done=True)],
+            [Update("a", [], done=True)],
+        ]
+    )
+    clock = FakeClock(start=0.0)
+    settings_ = StreamSettings(max_delay=5, speedup=10)
+    session = Session(lambda: next(polls, []), settings_, clock, lambda ts, item, behind: item)
+    sent_at, events = {}, []
+    for event in session.events():
+        events.append(event)
+        if isinstance(event, Elements):
+            for _, item in event.items:
+                sent_at[item] = clock.now()
+    assert check_stream(events)[1] == []  # nothing behind the watermark
+    assert sent_at["a200 late"] < 1.0  # at once, not at 200 / 10 = 20 s
+    assert sent_at["b59"] == pytest.approx(5.9, abs=0.3)  # b's lines keep their pace
