@@ -67,79 +67,54 @@ class AccessFileReader:
     """Complete lines appended to one access-log file since the last read, each with its event
     time (None for a line without one: a bad line, the CSV header, a blank line).
 
-    The file stays open between reads. Followed, it is drained before a rotation is honoured (a
-    new file under the path: read from its start), a truncation is read again from the start,
-    and a deleted file ends the reader. A line longer than ``MAX_LINE`` travels as a
-    ``STREAM_ERROR`` line, not as data."""
+    A reader follows a file, not a path: it keeps the file open, so a file renamed by a
+    rotation is read to its end while the new file under the old path gets a reader of its
+    own. A truncated file is read again from its start; a deleted one, once drained, ends the
+    reader. A line longer than ``MAX_LINE`` travels as a ``STREAM_ERROR`` line, not as data."""
 
-    def __init__(self, path: str, fmt: str) -> None:
-        self.path = path
+    def __init__(self, path: str, fmt: str, handle) -> None:
+        self.path = path  # where it was first seen: the source of its lines
         self.fmt = None if fmt == "auto" else fmt
-        self.handle = None
-        self.identity: tuple[int, int] | None = None
+        self.handle = handle
+        info = os.fstat(handle.fileno())
+        self.identity = (info.st_dev, info.st_ino)
+        self.name = f"{path} ({info.st_dev}:{info.st_ino})"
         self.line = 0
         self.tail = b""
         self.skipping = False  # inside a line too long to send, until its newline
-        self.pending: list = []  # lines of a rotated file, read before its successor
-        self.rotated_away: set[tuple[int, int]] = set()  # files this reader drained and left
 
     def read(self, final: bool) -> tuple[list, bool]:
         """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
         reader is finished: at the end of the file in a replay (``final``: an unterminated last
-        line is a line too), or the file gone or unreadable."""
+        line is a line too), or, followed, at the end of a file that was deleted."""
         from beam_tally.io import UNREADABLE
 
         try:
-            if self.handle is None:
-                self._open()
             block = self.handle.read(BLOCK)
+            gone = moved = False
             if not block and not final:
-                block = self._rotated_or_truncated()
-                if block is None:  # deleted: what was read is all there is
-                    self.close()
-                    return self._lines(b"", True), True
+                info = os.fstat(self.handle.fileno())
+                if info.st_size < self.handle.tell():
+                    _say(f"{self.path} was truncated: reading it again from its start")
+                    self.handle.seek(0)
+                    self.line, self.tail, self.skipping = 0, b"", False
+                    block = self.handle.read(BLOCK)
+                gone = info.st_nlink == 0
+                moved = (_signature(self.path) or (None, None))[:2] != self.identity
         except OSError as err:
             self.close()
             self.line += 1
             reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
             return [(None, self._error(reason))], True
-        at_end = len(block) < BLOCK
-        items, self.pending = self.pending + self._lines(block, final and at_end), []
-        if final and at_end:
+        done = len(block) < BLOCK and (final or gone)
+        # A file renamed away by a rotation no longer gets lines: its last one is complete.
+        items = self._lines(block, done or (not block and not final and moved))
+        if done:
             self.close()
-        return items, final and at_end
+        return items, done
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-
-    def _open(self) -> None:
-        self.handle = open(self.path, "rb")  # noqa: SIM115 (kept open between polls)
-        info = os.fstat(self.handle.fileno())
-        self.identity = (info.st_dev, info.st_ino)
-        self.line, self.tail, self.skipping = 0, b"", False
-
-    def _rotated_or_truncated(self) -> bytes | None:
-        """At the end of the open file: the first block of what replaced it, if anything did;
-        None if the path is gone."""
-        try:
-            info = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        if (info.st_dev, info.st_ino) != self.identity:
-            _say(f"{self.path} was rotated: reading the new file from its start")
-            self.close()
-            self.pending = self._lines(b"", True)  # the old file's unterminated last line
-            self.rotated_away.add(self.identity)
-            self._open()
-        elif info.st_size < self.handle.tell():
-            _say(f"{self.path} was truncated: reading it again from its start")
-            self.handle.seek(0)
-            self.line, self.tail, self.skipping = 0, b"", False
-        else:
-            return b""
-        return self.handle.read(BLOCK)
+        self.handle.close()
 
     def _error(self, reason: str):
         from beam_tally.records import STREAM_ERROR, AccessLine
@@ -192,48 +167,56 @@ class AccessFileReader:
         return items
 
 
-def _signature(path: str) -> tuple[int, int, int, int] | None:
+def _signature(path: str) -> tuple[int, ...] | None:
     try:
         info = os.stat(path)
     except OSError:
         return None
-    return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size
+    return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size
 
 
 def access_poll(pattern: str, fmt: str, follow: bool):
-    """Reads every file matching ``pattern``, one reader each. Followed, files that appear
-    later get a reader too, except a file already being read under another name (a rotated
-    file whose new name matches); a path whose reader ended (deleted, unreadable) gets a new
-    one only once the file there has changed."""
-    readers: dict[str, AccessFileReader] = {}
-    ended: dict[str, tuple | None] = {}  # path -> its signature when its reader ended
+    """One reader per file matching ``pattern`` (a file matched under two names, such as a
+    rotated file whose new name matches too, is read once). Followed, files that appear later
+    get a reader too; a file that cannot be opened is one dead letter, tried again only once
+    it changes."""
+    from beam_tally.io import UNREADABLE
+    from beam_tally.records import STREAM_ERROR, AccessLine
+
+    readers: dict[tuple[int, int], AccessFileReader] = {}
+    unreadable: dict[str, tuple] = {}  # path -> its signature when it could not be opened
+    started = [False]
+
+    def open_new() -> list[Update]:
+        updates = []
+        for path in _matches(pattern):
+            signature = _signature(path)
+            if signature is None or signature[:2] in readers or unreadable.get(path) == signature:
+                continue
+            try:
+                handle = open(path, "rb")  # noqa: SIM115 (kept open between polls)
+            except OSError as err:
+                unreadable[path] = signature
+                reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
+                line = AccessLine(path, 0, reason, STREAM_ERROR)
+                updates.append(Update(f"{path} (unreadable)", [(None, line)], done=True))
+                continue
+            unreadable.pop(path, None)
+            reader = AccessFileReader(path, fmt, handle)
+            if reader.identity in readers:  # replaced between stat and open: read it next time
+                reader.close()
+                continue
+            readers[reader.identity] = reader
+        return updates
 
     def poll() -> list[Update]:
-        for path in _matches(pattern):
-            if path in readers and path not in ended:
-                continue
-            signature = _signature(path)
-            if path in ended and (not follow or signature == ended[path]):
-                continue
-            known = set()
-            for other, reader in readers.items():
-                known |= reader.rotated_away
-                if other not in ended:
-                    known.add(reader.identity)
-            if signature is not None and signature[:2] in known:
-                continue  # a file already read under another name (renamed by a rotation)
-            readers[path] = AccessFileReader(path, fmt)
-            readers[path].identity = signature[:2] if signature else None
-            ended.pop(path, None)
-        updates = []
-        for path, reader in readers.items():
-            if path in ended:
-                continue
+        updates = open_new() if follow or not started[0] else []
+        started[0] = True
+        for identity, reader in list(readers.items()):
             items, done = reader.read(final=not follow)
             if done:
-                ended[path] = _signature(path)
-            # a followed file that is gone stops holding the watermark, but the stream goes on
-            updates.append(Update(path, items, done))
+                del readers[identity]  # its identity may be reused by a new file
+            updates.append(Update(reader.name, items, done))
         return updates
 
     return poll
@@ -262,8 +245,7 @@ def tally_poll(pattern: str, follow: bool, clock):
             reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
             return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
         if len(content) > MAX_ELEMENT_BYTES:
-            size = _signature(path)[3] if _signature(path) else len(content)
-            reason = f"too large to stream: {size:,} bytes in one document"
+            reason = f"too large to stream: over {MAX_ELEMENT_BYTES:,} bytes in one document"
             return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
         return SourceFile(path, content)
 
@@ -352,10 +334,13 @@ def late_line(ts: float, line, behind: float, max_delay: float):
             return line
     except access_log.BadLine:
         return line
-    reason = (
-        f"late: event second {ts:.0f} arrived after the stream had reached {behind:.0f}, "
-        f"more than --max_delay {max_delay:g} s out of order"
-    )
+    if ts < behind - max_delay:
+        reason = (
+            f"late: event second {ts:.0f} came after second {behind:.0f}, more than "
+            f"--max_delay {max_delay:g} s out of order"
+        )
+    else:  # its files had been quiet, and the stream had moved on to their newest line
+        reason = f"late: event second {ts:.0f} came after the stream had passed {behind:.0f}"
     return AccessLine(line.source, line.line, reason, STREAM_ERROR)
 
 

@@ -147,21 +147,21 @@ class Merger:
             buffer.late.clear()
         return late
 
-    def advance(self, end_when_done: bool = True) -> tuple[list[tuple[float, Any]], float]:
-        """The items now released (event-time order) and the watermark to send after them;
-        +inf once every reader is done, if ``end_when_done`` (a replay, not a follow).
+    def advance(self, follow: bool = False) -> tuple[list[tuple[float, Any]], float]:
+        """The items now released (event-time order) and the watermark to send after them.
 
-        A reader holds the watermark while it reads and has seen an event time. When every
-        reader that has is idle (following files that stopped growing), they are taken as
-        caught up: the watermark moves to the newest time they read, so the last windows
-        close; a line that then arrives older than that is late."""
+        A replay ends (+inf) once every reader is done, and until then every reader still
+        reading holds the watermark. Followed, a reader holds it only once it has seen an event
+        time and while it is not idle; when none holds (every file quiet), they are taken as
+        caught up: the watermark moves to the newest time read, so the last windows close, and
+        a line that then arrives older than that is late."""
         timed = {name: b for name, b in self.buffers.items() if b.newest is not None}
         holding = [
             buffer.watermark
-            for name, buffer in timed.items()
+            for name, buffer in (timed if follow else self.buffers).items()
             if name not in self.finished and name not in self.idle
         ]
-        if end_when_done and self.all_finished:
+        if not follow and self.all_finished:
             target = POS_INF
         elif holding:
             target = min(holding)
@@ -332,7 +332,7 @@ class Session:
         while True:
             got_data = self._read()
             late = self.merger.take_late()
-            released, watermark = self.merger.advance(end_when_done=not follow)
+            released, watermark = self.merger.advance(follow)
             if self.settings.clock_watermark and watermark != POS_INF:
                 watermark = self.merger.watermark = max(watermark, self.clock.now())
             items = late or released

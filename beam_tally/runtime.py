@@ -9,6 +9,7 @@ monitor run. ``tune_gc`` moves what exists when the run starts into the permanen
 
 import gc
 import os
+import re
 import signal
 import threading
 import time
@@ -32,20 +33,40 @@ def restore_gc(previous: tuple[int, int, int]) -> None:
     gc.set_threshold(*previous)
 
 
+def _written_by_a_run(file_name: str, names: Sequence[str]) -> bool:
+    """Whether ``file_name`` is one of ``names`` or a live run's part of one of them
+    (``stats-20261123T210000-0123456789ab.jsonl``)."""
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        if file_name == name or re.fullmatch(
+            rf"{re.escape(stem)}-\d{{8}}T\d{{6}}-[0-9a-f]{{12}}{re.escape(ext)}", file_name
+        ):
+            return True
+    return False
+
+
 def prepare_output(output: str, names: Sequence[str]) -> None:
     """Creates ``output``, or removes what an earlier run (batch or live) wrote there under
-    the job's output ``names`` (``stats.jsonl``, ``stats-*.jsonl``...), so that readers who glob
-    ``NAME*.jsonl`` see this run only. Other files are left alone."""
+    the job's output ``names`` (``stats.jsonl``, ``stats-<time>-<id>.jsonl``...), so that a
+    reader who globs ``NAME*.jsonl`` sees this run only. Other files are left alone."""
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)  # through Beam, so gs://, s3:// and local paths all work
         return
-    patterns = [FileSystems.join(output, name) for name in names]
-    for name in names:
-        stem, ext = os.path.splitext(name)
-        patterns.append(FileSystems.join(output, f"{stem}-*{ext}"))
-    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-    if stale:
-        FileSystems.delete(stale)
+    if "://" in output:  # gs://, s3://: the directory's files through Beam
+        listing = FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list
+        paths = [meta.path for meta in listing]
+    else:  # local: listed, not globbed, so a '[' in the path is only a character
+        paths = [os.path.join(output, name) for name in os.listdir(output)]
+    for path in paths:
+        if _written_by_a_run(os.path.basename(path), names):
+            _remove(path)
+
+
+def _remove(path: str) -> None:
+    if "://" in path:
+        FileSystems.delete([path])
+    else:
+        os.remove(path)  # not Beam's local delete, which would take the path for a glob
 
 
 def run_pipeline(
@@ -80,7 +101,7 @@ def run_live(
     prepare_output(output, names)
     marker = end_marker(output)
     if FileSystems.exists(marker):  # from an earlier run into the same directory
-        FileSystems.delete([marker])
+        _remove(marker)
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
@@ -131,7 +152,7 @@ def run_live(
                 f"the stream from {stream.source} broke off before its end (the producer "
                 "stopped or the connection failed): the outputs hold what had arrived"
             )
-        FileSystems.delete([marker])
+        _remove(marker)
     return result, time.perf_counter() - started, ended
 
 

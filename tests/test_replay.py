@@ -334,3 +334,18 @@ def test_a_late_line_is_sent_at_once_not_paced_at_its_own_time():
     assert check_stream(events)[1] == []  # nothing behind the watermark
     assert sent_at["a200 late"] < 1.0  # at once, not at 200 / 10 = 20 s
     assert sent_at["b59"] == pytest.approx(5.9, abs=0.3)  # b's lines keep their pace
+
+
+def test_in_a_replay_a_reader_without_an_event_time_yet_still_holds_the_watermark():
+    """Reader b's first chunk is only its header: a's later lines must not make b's lines
+    late (lateness must not depend on how the files were chunked)."""
+    polls = iter(
+        [
+            [Update("a", [(100, "a100")], done=True), Update("b", [(None, "header")])],
+            [Update("b", [(50, "b50"), (60, "b60")], done=True)],
+        ]
+    )
+    events, marked = marking_session(lambda: next(polls, []), StreamSettings(max_delay=5))
+    out, behind = check_stream(events)
+    assert marked == [] and behind == []
+    assert [item for _, item in out] == ["header", "b50", "b60", "a100"]

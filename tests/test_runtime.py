@@ -4,12 +4,19 @@ from beam_tally.runtime import prepare_output
 
 
 def test_a_run_replaces_an_earlier_runs_outputs_and_nothing_else(tmp_path):
-    for name in ("stats.jsonl", "stats-20261123T000000-ab.jsonl", "alerts.jsonl"):
-        (tmp_path / name).write_text("old\n")
-    for name in ("stats_notes.jsonl", "notes.txt"):
-        (tmp_path / name).write_text("mine\n")
-    prepare_output(str(tmp_path), ("stats.jsonl", "alerts.jsonl", "dead_letters.jsonl"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "stats_notes.jsonl"]
+    out = tmp_path / "run[1]"  # glob characters in the path are only characters
+    neighbour = tmp_path / "run1"
+    for directory in (out, neighbour):
+        directory.mkdir()
+        (directory / "stats.jsonl").write_text("old\n")
+    for name in ("stats-20261123T000000-0123456789ab.jsonl", "alerts.jsonl"):
+        (out / name).write_text("old\n")
+    mine = ("stats_notes.jsonl", "stats-archive.jsonl", "notes.txt")
+    for name in mine:
+        (out / name).write_text("mine\n")
+    prepare_output(str(out), ("stats.jsonl", "alerts.jsonl", "dead_letters.jsonl"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(mine)
+    assert (neighbour / "stats.jsonl").exists()
 
 
 def test_a_missing_output_directory_is_created(tmp_path):

@@ -74,7 +74,7 @@ class ParseAccessLineFn(beam.DoFn):
         parse = access_log.parse_line
         for source, number, text, file_fmt in lines:
             if file_fmt == STREAM_ERROR:  # the producer could not read it: text is the reason
-                dead = DeadLetter(source, number, text, "")
+                dead = DeadLetter(source, number or None, text, "")
                 count_dead_letter(dead)
                 dead_letters.append(dead)
                 continue
