@@ -157,7 +157,7 @@ class AccessFileReader:
                 reason = f"{access_log.UNDECODABLE}: invalid UTF-8 at byte {bad.start}"
                 items.append((None, self._error(reason)))
                 continue
-            fmt = self.fmt or ("csv" if text.lstrip("\ufeff \t")[:1] == '"' else "clf")
+            fmt = self.fmt or access_log.format_of_line(text)
             try:
                 record = access_log.parse_line(text, fmt)
                 ts = record.timestamp if record is not None else None
@@ -328,7 +328,7 @@ def late_line(ts: float, line, behind: float, max_delay: float):
 
     if line.fmt == STREAM_ERROR:
         return line
-    fmt = line.fmt or ("csv" if line.text.lstrip("\ufeff \t")[:1] == '"' else "clf")
+    fmt = line.fmt or access_log.format_of_line(line.text)
     try:
         if access_log.parse_line(line.text, fmt) is None:
             return line

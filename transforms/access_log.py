@@ -396,6 +396,15 @@ def _csv_shaped(text: str) -> bool:
         return False
 
 
+def format_of_line(text: str) -> str:
+    """A single line's format when its file cannot tell: "csv" if it starts with a quote
+    (after blanks or a byte order mark), else "clf"."""
+    first = text[:1]
+    if first in "\ufeff \t":
+        first = text.lstrip("\ufeff \t")[:1]
+    return CSV if first == '"' else CLF
+
+
 def detect_format(first_lines: list[str]) -> str:
     """``"csv"`` or ``"clf"`` from the first lines of a file.
 

@@ -45,7 +45,6 @@ ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
-_LEADING_BLANKS = {"\ufeff", " ", "\t"}
 
 
 class ParseAccessLineFn(beam.DoFn):
@@ -82,10 +81,7 @@ class ParseAccessLineFn(beam.DoFn):
             if auto:
                 fmt = file_fmt  # told by the reader from the file's first lines
                 if not fmt:  # unknown: tell the line apart by a CSV line's leading quote
-                    first = text[:1]
-                    if first in _LEADING_BLANKS:
-                        first = text.lstrip("\ufeff \t")[:1]
-                    fmt = "csv" if first == '"' else "clf"
+                    fmt = access_log.format_of_line(text)
             try:
                 record = parse(text, fmt, source, number)
             except access_log.BadLine as bad:
