@@ -27,6 +27,13 @@ from transforms.list_batches import LineList
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
 UNREADABLE = "unreadable file"
+
+
+def unreadable(err: Exception) -> str:
+    """The dead-letter reason for a file that could not be read."""
+    return f"{UNREADABLE}: {type(err).__name__}: {err}"
+
+
 _as_access_line = partial(tuple.__new__, AccessLine)
 _COPY_CHUNK = 1 << 20
 _NO_PART = ("", "")
@@ -66,7 +73,7 @@ class ReadFileFn(beam.DoFn):
             with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
                 content = handle.read()
         except Exception as err:
-            dead = DeadLetter(path, None, f"{UNREADABLE}: {type(err).__name__}: {err}", "")
+            dead = DeadLetter(path, None, unreadable(err), "")
             count_dead_letter(dead)
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
             return
@@ -228,7 +235,7 @@ class ReadLinesFn(beam.DoFn):
                     yield from self._batches(path, tail + b"\n", number, dead_letters, fmt)
                     number += 1
         except Exception as err:  # any I/O failure: the rest of the file is a dead letter
-            reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
+            reason = unreadable(err)
             dead_letters.append(DeadLetter(path, number + 1 if number else None, reason, ""))
         else:
             self.files.inc()

@@ -87,7 +87,7 @@ class AccessFileReader:
         """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
         reader is finished: at the end of the file in a replay (``final``: an unterminated last
         line is a line too), or, followed, at the end of a file that was deleted."""
-        from beam_tally.io import UNREADABLE
+        from beam_tally.io import unreadable
 
         try:
             block = self.handle.read(BLOCK)
@@ -104,7 +104,7 @@ class AccessFileReader:
         except OSError as err:
             self.close()
             self.line += 1
-            reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
+            reason = unreadable(err)
             return [(None, self._error(reason))], True
         done = len(block) < BLOCK and (final or gone)
         # A file renamed away by a rotation no longer gets lines: its last one is complete.
@@ -180,28 +180,28 @@ def access_poll(pattern: str, fmt: str, follow: bool):
     rotated file whose new name matches too, is read once). Followed, files that appear later
     get a reader too; a file that cannot be opened is one dead letter, tried again only once
     it changes."""
-    from beam_tally.io import UNREADABLE
+    from beam_tally.io import unreadable
     from beam_tally.records import STREAM_ERROR, AccessLine
 
     readers: dict[tuple[int, int], AccessFileReader] = {}
-    unreadable: dict[str, tuple] = {}  # path -> its signature when it could not be opened
+    refused: dict[str, tuple] = {}  # path -> its signature when it could not be opened
     started = [False]
 
     def open_new() -> list[Update]:
         updates = []
         for path in _matches(pattern):
             signature = _signature(path)
-            if signature is None or signature[:2] in readers or unreadable.get(path) == signature:
+            if signature is None or signature[:2] in readers or refused.get(path) == signature:
                 continue
             try:
                 handle = open(path, "rb")  # noqa: SIM115 (kept open between polls)
             except OSError as err:
-                unreadable[path] = signature
-                reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
+                refused[path] = signature
+                reason = unreadable(err)
                 line = AccessLine(path, 0, reason, STREAM_ERROR)
                 updates.append(Update(f"{path} (unreadable)", [(None, line)], done=True))
                 continue
-            unreadable.pop(path, None)
+            refused.pop(path, None)
             reader = AccessFileReader(path, fmt, handle)
             if reader.identity in readers:  # replaced between stat and open: read it next time
                 reader.close()
@@ -225,7 +225,7 @@ def access_poll(pattern: str, fmt: str, follow: bool):
 def tally_poll(pattern: str, follow: bool, clock):
     """Documents oldest first; in follow mode a new file is served once its size and mtime
     have not changed between two polls, and every path only once."""
-    from beam_tally.io import UNREADABLE
+    from beam_tally.io import unreadable
     from beam_tally.io_stream import MAX_ELEMENT_BYTES
     from beam_tally.records import STREAM_ERROR_PREFIX, SourceFile
 
@@ -242,7 +242,7 @@ def tally_poll(pattern: str, follow: bool, clock):
             with open(path, "rb") as handle:
                 content = handle.read(MAX_ELEMENT_BYTES + 1)  # never more than can be sent
         except OSError as err:
-            reason = f"{UNREADABLE}: {type(err).__name__}: {err}"
+            reason = unreadable(err)
             return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
         if len(content) > MAX_ELEMENT_BYTES:
             reason = f"too large to stream: over {MAX_ELEMENT_BYTES:,} bytes in one document"
@@ -254,15 +254,14 @@ def tally_poll(pattern: str, follow: bool, clock):
         for path in _matches(pattern):
             if path in served:
                 continue
-            try:
-                info = os.stat(path)
-            except OSError:
+            signature = _signature(path)
+            if signature is None:
                 continue
-            signature = (info.st_size, info.st_mtime_ns)
-            if follow and last_seen.get(path) != signature:
-                last_seen[path] = signature  # still changing, or just seen: next poll
+            _, _, mtime, _, size = signature
+            if follow and last_seen.get(path) != (size, mtime):
+                last_seen[path] = (size, mtime)  # still changing, or just seen: next poll
                 continue
-            candidates.append((info.st_mtime_ns, path))
+            candidates.append((mtime, path))
         candidates.sort()
         batch = [path for _, path in candidates[:CHUNK_FILES]]
         served.update(batch)
