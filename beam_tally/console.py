@@ -51,18 +51,24 @@ def format_tally_summary(
     output: str,
     ended: str | None = None,
 ) -> str:
-    dead = counters.get("dead_letters", 0)
+    summary = (
+        f"summary: {counters.get('tally_messages', 0):,} files, {counters.get('logs', 0):,} "
+        f"logs, {distinct_emails:,} distinct emails, "
+        f"{_dead_letters(counters, reasons)}, {seconds:.2f} s"
+    )
+    return "\n".join([summary, *_closing(ended, output)])
+
+
+def _dead_letters(counters: Mapping[str, int], reasons: Mapping[str, int]) -> str:
+    """ "N dead letters (reason n, ...)" for a closing summary."""
     by_reason = ", ".join(f"{escape_control(k)} {v:,}" for k, v in sorted(reasons.items()))
-    lines = [
-        "summary: "
-        f"{counters.get('tally_messages', 0):,} files, {counters.get('logs', 0):,} logs, "
-        f"{distinct_emails:,} distinct emails, {dead:,} dead letters"
-        + (f" ({by_reason})" if by_reason else "")
-        + f", {seconds:.2f} s",
-        *([f"live run: {ended}"] if ended else []),
-        f"outputs: {output}",
-    ]
-    return "\n".join(lines)
+    text = f"{counters.get('dead_letters', 0):,} dead letters"
+    return f"{text} ({by_reason})" if by_reason else text
+
+
+def _closing(ended: str | None, output: str) -> list[str]:
+    """The last lines of a closing summary: how a live run ended, where the outputs are."""
+    return [*([f"live run: {ended}"] if ended else []), f"outputs: {output}"]
 
 
 def human_bytes(size: float) -> str:
@@ -115,20 +121,12 @@ def format_monitor_summary(
     output: str,
     ended: str | None = None,
 ) -> str:
-    dead = counters.get("dead_letters", 0)
-    by_reason = ", ".join(f"{escape_control(k)} {v:,}" for k, v in sorted(reasons.items()))
     alerts, recoveries = counters.get("alerts", 0), counters.get("recoveries", 0)
     lines = [
-        "summary: "
-        f"{counters.get('lines', 0):,} lines read, {counters.get('records', 0):,} requests, "
-        f"{counters.get('stats_windows', 0):,} stats windows, {alerts:,} alerts, "
-        f"{recoveries:,} recoveries, {dead:,} dead letters"
-        + (f" ({by_reason})" if by_reason else "")
-        + f", {seconds:.2f} s",
+        f"summary: {counters.get('lines', 0):,} lines read, {counters.get('records', 0):,} "
+        f"requests, {counters.get('stats_windows', 0):,} stats windows, {alerts:,} alerts, "
+        f"{recoveries:,} recoveries, {_dead_letters(counters, reasons)}, {seconds:.2f} s"
     ]
     if alerts > recoveries:
         lines.append("alert still active at the end of the input")
-    if ended:
-        lines.append(f"live run: {ended}")
-    lines.append(f"outputs: {output}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *_closing(ended, output)])
