@@ -8,7 +8,7 @@ prints formatted elements on stdout.
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from itertools import count, repeat
 from typing import Iterator
@@ -115,12 +115,21 @@ class ReadLogFiles(beam.PTransform):
         return _read_matching(pbegin, self.pattern, ReadFileFn(), "files")
 
 
-class _WritePartsFn(beam.DoFn):
-    """Streams a bundle's lines into one temporary part file; emits ``(name, part_path)``."""
+class WriteBundleFn(beam.DoFn):
+    """Streams a bundle's lines of output ``name`` into one new file under ``directory``,
+    created at the bundle's first line; when the bundle ends, ``_done(path)`` says what becomes
+    of it. Here, a temporary part: emits ``(name, part_path)`` for ``WriteJsonLines`` to
+    concatenate (the live sink, ``io_stream``, renames it instead)."""
 
-    def __init__(self, temp_dir: str, name: str) -> None:
-        self.temp_dir = temp_dir
+    def __init__(self, directory: str, name: str) -> None:
+        self.directory = directory
         self.name = name
+
+    def _new_path(self) -> str:
+        return FileSystems.join(self.directory, f"{self.name}.{uuid.uuid4().hex}.part")
+
+    def _done(self, path: str) -> Iterable:
+        yield GlobalWindows.windowed_value((self.name, path))
 
     def start_bundle(self):
         self.path = None
@@ -128,14 +137,14 @@ class _WritePartsFn(beam.DoFn):
 
     def process(self, line: str):
         if self.handle is None:
-            self.path = FileSystems.join(self.temp_dir, f"{self.name}.{uuid.uuid4().hex}.part")
+            self.path = self._new_path()
             self.handle = FileSystems.create(self.path)
         self.handle.write(line.encode("utf-8") + b"\n")
 
     def finish_bundle(self):
         if self.handle is not None:
             self.handle.close()
-            yield GlobalWindows.windowed_value((self.name, self.path))
+            yield from self._done(self.path)
         self.handle = None
 
 
@@ -303,7 +312,7 @@ class WriteJsonLines(beam.PTransform):
         parts = [
             lines
             | f"Global{_label(name)}" >> beam.WindowInto(GlobalWindows())
-            | f"Write{_label(name)}" >> beam.ParDo(_WritePartsFn(self.temp_dir, name))
+            | f"Write{_label(name)}" >> beam.ParDo(WriteBundleFn(self.temp_dir, name))
             for name, lines in named_lines.items()
         ]
         # One marker, so that the files are written (empty) even when every input is empty.

@@ -10,6 +10,7 @@ the records' own coders (``stream_coder``), the same on both sides.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from beam_tally.errors import UsageError
+from beam_tally.io import WriteBundleFn
 from beam_tally.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
 
 KINDS = {"access": AccessLine, "tally": SourceFile}
@@ -142,33 +144,31 @@ class ReadStream(beam.PTransform):
         )
 
 
-class _WriteBundleFn(beam.DoFn):
-    """Writes each bundle's lines to a new file ``NAME-<time>-<id>.jsonl`` through Beam's
-    FileSystems (written under a temporary name, then renamed, so a reader never sees half a
-    file), as the run goes: a run stopped or crashed keeps what it already reported."""
+def live_part_name(name: str) -> str:
+    """A live run's file for one bundle of output ``name``: ``stats-<time>-<id>.jsonl``."""
+    stem, ext = os.path.splitext(name)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{stem}-{stamp}-{uuid.uuid4().hex[:12]}{ext}"
 
-    def __init__(self, directory: str, name: str) -> None:
-        self.directory = directory
-        self.stem, self.ext = os.path.splitext(name)
 
-    def start_bundle(self):
-        self.lines: list[str] = []
+def is_live_part(file_name: str, name: str) -> bool:
+    """Whether ``file_name`` is a ``live_part_name`` of output ``name``."""
+    stem, ext = os.path.splitext(name)
+    pattern = rf"{re.escape(stem)}-\d{{8}}T\d{{6}}-[0-9a-f]{{12}}{re.escape(ext)}"
+    return re.fullmatch(pattern, file_name) is not None
 
-    def process(self, line: str):
-        self.lines.append(line)
 
-    def finish_bundle(self):
-        if not self.lines:
-            return
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        final = FileSystems.join(
-            self.directory, f"{self.stem}-{stamp}-{uuid.uuid4().hex[:12]}{self.ext}"
-        )
-        temp = FileSystems.join(self.directory, f".{uuid.uuid4().hex}.tmp")
-        with FileSystems.create(temp) as handle:
-            handle.write("".join(line + "\n" for line in self.lines).encode("utf-8"))
-        FileSystems.rename([temp], [final])
-        self.lines = []
+class _WriteLiveFn(WriteBundleFn):
+    """Each bundle's lines become a new file ``live_part_name(name)``: written under a
+    temporary name, then renamed, so a reader never sees half a file, and written as the run
+    goes, so a run stopped or crashed keeps what it already reported."""
+
+    def _new_path(self) -> str:
+        return FileSystems.join(self.directory, f".{uuid.uuid4().hex}.tmp")
+
+    def _done(self, path: str):
+        FileSystems.rename([path], [FileSystems.join(self.directory, live_part_name(self.name))])
+        return ()
 
 
 class WriteJsonLinesLive(beam.PTransform):
@@ -181,7 +181,7 @@ class WriteJsonLinesLive(beam.PTransform):
 
     def expand(self, named_lines):
         for name, lines in named_lines.items():
-            lines | f"Write {name}" >> beam.ParDo(_WriteBundleFn(self.directory, name))
+            lines | f"Write {name}" >> beam.ParDo(_WriteLiveFn(self.directory, name))
         return beam.pvalue.PDone(next(iter(named_lines.values())).pipeline)
 
 

@@ -9,7 +9,6 @@ monitor run. ``tune_gc`` moves what exists when the run starts into the permanen
 
 import gc
 import os
-import re
 import signal
 import threading
 import time
@@ -17,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+
+from beam_tally.io_stream import end_marker, is_live_part, wait_for_source
 
 
 def tune_gc() -> tuple[int, int, int]:
@@ -33,18 +34,6 @@ def restore_gc(previous: tuple[int, int, int]) -> None:
     gc.set_threshold(*previous)
 
 
-def _written_by_a_run(file_name: str, names: Sequence[str]) -> bool:
-    """Whether ``file_name`` is one of ``names`` or a live run's part of one of them
-    (``stats-20261123T210000-0123456789ab.jsonl``)."""
-    for name in names:
-        stem, ext = os.path.splitext(name)
-        if file_name == name or re.fullmatch(
-            rf"{re.escape(stem)}-\d{{8}}T\d{{6}}-[0-9a-f]{{12}}{re.escape(ext)}", file_name
-        ):
-            return True
-    return False
-
-
 def prepare_output(output: str, names: Sequence[str]) -> None:
     """Creates ``output``, or removes what an earlier run (batch or live) wrote there under
     the job's output ``names`` (``stats.jsonl``, ``stats-<time>-<id>.jsonl``...), so that a
@@ -58,7 +47,8 @@ def prepare_output(output: str, names: Sequence[str]) -> None:
     else:  # local: listed, not globbed, so a '[' in the path is only a character
         paths = [os.path.join(output, name) for name in os.listdir(output)]
     for path in paths:
-        if _written_by_a_run(os.path.basename(path), names):
+        file_name = os.path.basename(path)
+        if any(file_name == name or is_live_part(file_name, name) for name in names):
             _remove(path)
 
 
@@ -93,7 +83,6 @@ def run_live(
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
     (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
     written as the run goes, so stopping it keeps everything already reported."""
-    from beam_tally.io_stream import end_marker, wait_for_source
     from beam_tally.options import StreamOptions
 
     stream = options.view_as(StreamOptions)
