@@ -147,9 +147,7 @@ def check_source(options) -> str | None:
         raise UsageError("give --input (batch) or --streaming --source (live), not both")
     if ":" not in stream.source:
         raise UsageError("--source needs HOST:PORT, e.g. --source 127.0.0.1:50051")
-    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
-    if os.path.isfile(io_opts.output):
-        raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
+    check_output(io_opts)
     return stream.source
 
 
@@ -164,12 +162,17 @@ def check_input_output(options, input_example: str, generate_hint: str) -> None:
     absolute and matching at least one file, the output not a file."""
     io_opts = options.view_as(IOOptions)
     require(io_opts.input, "--input", f"the files to read, e.g. --input {input_example}")
-    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
+    check_output(io_opts)
     io_opts.input = absolute_pattern(io_opts.input)
     if not matching_files(io_opts.input):
         raise UsageError(
             f"--input {io_opts.input!r} matches no file: check the path, or {generate_hint}"
         )
+
+
+def check_output(io_opts: IOOptions) -> None:
+    """``--output`` given, and not a file (batch and live runs alike)."""
+    require(io_opts.output, "--output", "a directory for the outputs, e.g. --output out")
     if os.path.isfile(io_opts.output):
         raise UsageError(f"--output {io_opts.output!r} is a file: give a directory")
 
