@@ -41,12 +41,12 @@ def pipeline_work(build: Callable, argv: list[str]) -> Callable[[], None]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_tally.runtime import tune_gc
+    from beam_tally.runtime import batch_runner, tune_gc
 
     def work() -> None:
         options = PipelineOptions(argv)
         # Exactly what the CLI's run() does: build, tune the GC, run.
-        p = beam.Pipeline(options=options)
+        p = beam.Pipeline(runner=batch_runner(options), options=options)
         build(p, options)
         tune_gc()
         p.run().wait_until_finish()

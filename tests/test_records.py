@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import orjson
 from apache_beam.coders import registry
 
@@ -17,7 +19,8 @@ from beam_tally.records import (
     sorted_tally,
     truncate_raw,
 )
-from transforms.log_batch import LogBatch, LogBatchConverter
+from transforms.log_batch import LogBatch, LogBatchCoder, LogBatchConverter
+from transforms.parse_logs import parse_log_document
 
 
 def test_sorted_tally_orders_by_total_then_email():
@@ -95,3 +98,18 @@ def test_log_batch_converter_round_trips_elements():
     assert empty.single_source() is None
     same = LogBatch(["a", "a"], [0, 1], ["x", "y"], [None, None], [None, None])
     assert same.single_source() == "a"
+
+
+def test_a_parsed_batch_round_trips_through_its_coder_and_is_sized_from_its_length():
+    content = orjson.dumps({"logs": [{"id": 7, "email": "a@x", "message": "m"}, {"email": "b@x"}]})
+    batch, _ = parse_log_document("f.json", content)
+    coder = registry.get_coder(LogBatch)
+    assert isinstance(coder, LogBatchCoder)
+    decoded = coder.decode(coder.encode(batch))
+    assert list(LogBatchConverter().explode_batch(decoded)) == [
+        LogEntry("f.json", 0, "a@x", "7", "m"),
+        LogEntry("f.json", 1, "b@x", None, None),
+    ]
+    assert coder.get_impl().estimate_size(batch) == LogBatchConverter().estimate_byte_size(batch)
+    # The lazy text columns travel as plain lists.
+    assert type(pickle.loads(pickle.dumps(batch.ids))) is list

@@ -22,3 +22,16 @@ def test_a_run_replaces_an_earlier_runs_outputs_and_nothing_else(tmp_path):
 def test_a_missing_output_directory_is_created(tmp_path):
     prepare_output(str(tmp_path / "a" / "b"), ("stats.jsonl",))
     assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_a_batch_direct_run_goes_straight_to_the_fn_api_runner():
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    from beam_tally.runtime import batch_runner
+
+    assert isinstance(batch_runner(PipelineOptions(["--runner=DirectRunner"])), FnApiRunner)
+    assert isinstance(batch_runner(PipelineOptions(["--runner=direct"])), FnApiRunner)
+    # Streaming, and any other runner, stay with the runner --runner names.
+    assert batch_runner(PipelineOptions(["--runner=DirectRunner", "--streaming"])) is None
+    assert batch_runner(PipelineOptions(["--runner=PortableRunner"])) is None

@@ -8,6 +8,7 @@ A document is ``{"logs": [{"id", "email", "message"}, ...]}``. A log needs an ``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from itertools import compress, repeat
 from operator import is_
 from typing import Any
@@ -83,8 +84,6 @@ def _load(source: str, content: bytes) -> tuple[Any, DeadLetter | None, bool]:
 def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[DeadLetter]]:
     """Split a document into its valid logs (as columns) and one dead letter per bad part."""
     doc, dead, lenient = _load(source, content)
-    # Only the lenient reader lets lone surrogates through: check text only for its documents.
-    unicode_ok = (lambda texts: all(map(_valid_text, texts))) if lenient else (lambda texts: True)
     if dead is not None:
         return LogBatch([], [], [], [], []), [dead]
     logs = doc.get("logs") if type(doc) is dict else None
@@ -110,13 +109,53 @@ def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[Dead
         dead = _dead_letters(source, logs, emails, good)
         valid, indexes = list(map(logs.__getitem__, good)), good
         emails = list(map(emails.__getitem__, good))
-    ids = list(map(dict.get, valid, repeat("id")))
-    messages = list(map(dict.get, valid, repeat("message")))
-    if not set(map(type, ids)) <= _TEXT_OR_NONE or not unicode_ok(ids):
-        ids = [_clean_text(value) for value in ids]
-    if not set(map(type, messages)) <= _TEXT_OR_NONE or not unicode_ok(messages):
-        messages = [_clean_text(value) for value in messages]
+    ids, messages = TextColumn(valid, "id", lenient), TextColumn(valid, "message", lenient)
     return LogBatch([source] * len(emails), indexes, emails, ids, messages), dead
+
+
+class TextColumn(Sequence):
+    """The ``id`` or ``message`` column of a batch's valid logs, worked out when first read.
+
+    Counting emails never reads these columns, so a tally does not pay for them; an element-wise
+    consumer of the ``LogEntry`` does, once. A value that is not a string (or None) is kept as
+    its JSON text; a lone surrogate is escaped. It pickles as a plain list.
+    """
+
+    __slots__ = ("_key", "_lenient", "_logs", "_values")
+
+    def __init__(self, logs: list[dict], key: str, lenient: bool) -> None:
+        self._logs, self._key, self._lenient = logs, key, lenient
+        self._values: list | None = None
+
+    def _column(self) -> list:
+        if self._values is None:
+            values = list(map(dict.get, self._logs, repeat(self._key)))
+            if not set(map(type, values)) <= _TEXT_OR_NONE or (
+                self._lenient and not all(map(_valid_text, values))
+            ):
+                values = [_clean_text(value) for value in values]
+            self._values, self._logs = values, None
+        return self._values
+
+    def __getitem__(self, index):
+        return self._column()[index]
+
+    def __len__(self) -> int:
+        return len(self._column())
+
+    def __iter__(self):
+        return iter(self._column())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # a column compares by value, like a list
+
+    def __repr__(self) -> str:
+        return repr(self._column())
+
+    def __reduce__(self):
+        return list, (self._column(),)
 
 
 def _valid_text(value: str | None) -> bool:

@@ -28,6 +28,7 @@ from beam_tally.records import (
     GlobalTally,
     LogEntry,
     SourceFile,
+    TallyEntry,
     sorted_tally,
 )
 from transforms.log_batch import LogBatch, LogBatchConverter
@@ -107,9 +108,9 @@ class ParseLogDocuments(beam.PTransform):
         self.batched = batched
 
     def expand(self, docs):
-        parsed = docs | "Parse" >> beam.ParDo(ParseLogDocumentFn()).with_outputs(
-            DOCUMENTS, DEAD_LETTERS, main="batches"
-        )
+        parsed = docs | "Parse" >> beam.ParDo(ParseLogDocumentFn()).with_output_types(
+            LogBatch, **{DOCUMENTS: str, DEAD_LETTERS: DeadLetter}
+        ).with_outputs(DOCUMENTS, DEAD_LETTERS, main="batches")
         if self.batched:
             logs = parsed.batches | "AsLogEntries" >> beam.ParDo(EmitLogBatchFn())
         else:
@@ -142,6 +143,7 @@ class CountEmailsFn(beam.DoFn):
         yield from partials.items()
 
 
+@beam.typehints.with_output_types(list[TallyEntry])
 class SumCountsCombineFn(beam.CombineFn):
     """Sums partial ``{email: count}`` mappings; the accumulator is one dict per distinct email.
 
@@ -242,5 +244,8 @@ class UpdateGlobalTally(beam.PTransform):
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())  # live: per-file windows
             | "KeyGlobally"
             >> beam.Map(lambda t: ("global", t)).with_output_types(tuple[str, FileTally])
-            | "Apply" >> beam.ParDo(ApplyTallyFn()).with_outputs(FINAL, main=UPDATES)
+            | "Apply"
+            >> beam.ParDo(ApplyTallyFn())
+            .with_output_types(GlobalTally, **{FINAL: GlobalTally})
+            .with_outputs(FINAL, main=UPDATES)
         )
