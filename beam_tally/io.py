@@ -37,6 +37,7 @@ def unreadable(err: Exception) -> str:
 _as_access_line = partial(tuple.__new__, AccessLine)
 _COPY_CHUNK = 1 << 20
 _NO_PART = ("", "")
+_KEYED_PART = tuple[str, tuple[str, str]]  # (temporary directory, (file name, part path))
 
 
 def matching_files(pattern: str) -> list[str]:
@@ -45,30 +46,32 @@ def matching_files(pattern: str) -> list[str]:
     return sorted(meta.path for result in results for meta in result.metadata_list)
 
 
-class PathOfFn(beam.DoFn):
+def _path_of(meta) -> tuple[str | None, DeadLetter | None]:
     """A matched file's path; a name that is not valid Unicode cannot be carried (or written in
-    JSON) and becomes a dead letter under an escaped form of the name."""
-
-    def process(self, meta):
-        try:
-            meta.path.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = meta.path.encode("utf-8", "backslashreplace").decode("utf-8")
-            dead = DeadLetter(shown, None, f"{UNREADABLE}: file name is not valid Unicode", "")
-            count_dead_letter(dead)
-            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
-            return
-        yield meta.path
+    JSON) and becomes a dead letter (already counted) under an escaped form of the name."""
+    try:
+        meta.path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = meta.path.encode("utf-8", "backslashreplace").decode("utf-8")
+        dead = DeadLetter(shown, None, f"{UNREADABLE}: file name is not valid Unicode", "")
+        count_dead_letter(dead)
+        return None, dead
+    return meta.path, None
 
 
 class ReadFileFn(beam.DoFn):
-    """Reads a whole file through Beam's FileSystems (so any registered scheme works and
-    ``.gz``/``.bz2`` are decompressed); an unreadable file becomes a dead letter."""
+    """Reads a whole matched file (a ``FileMetadata``) through Beam's FileSystems (so any
+    registered scheme works and ``.gz``/``.bz2`` are decompressed); an unreadable file, or a
+    name that is not valid Unicode, becomes a dead letter."""
 
     def __init__(self) -> None:
         self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
 
-    def process(self, path: str):
+    def process(self, meta):
+        path, dead = _path_of(meta)
+        if dead is not None:
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            return
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
                 content = handle.read()
@@ -82,21 +85,17 @@ class ReadFileFn(beam.DoFn):
 
 
 def _read_matching(pbegin, pattern: str, read_fn: beam.DoFn, main: str) -> dict:
-    """Match ``pattern``, spread the paths over workers, read each with ``read_fn``: returns
-    ``{main: what it reads, "dead_letters": bad names and unreadable files}``. Paths are
-    reshuffled before reading so that contents are read inside the stage that processes them."""
-    paths = (
+    """Match ``pattern``, spread the matches over workers, read each with ``read_fn`` (which
+    takes a ``FileMetadata``): returns ``{main: what it reads, "dead_letters": bad names and
+    unreadable files}``. Matches are reshuffled before reading so that contents are read inside
+    the stage that processes them."""
+    read = (
         pbegin
         | "Match" >> fileio.MatchFiles(pattern)
-        | "Paths" >> beam.ParDo(PathOfFn()).with_outputs(DEAD_LETTERS, main="paths")
-    )
-    read = (
-        paths.paths
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(read_fn).with_outputs(DEAD_LETTERS, main=main)
     )
-    dead_letters = (paths[DEAD_LETTERS], read[DEAD_LETTERS]) | "BadFiles" >> beam.Flatten()
-    return {main: read[main], DEAD_LETTERS: dead_letters}
+    return {main: read[main], DEAD_LETTERS: read[DEAD_LETTERS]}
 
 
 class ReadLogFiles(beam.PTransform):
@@ -116,29 +115,34 @@ class ReadLogFiles(beam.PTransform):
 
 
 class WriteBundleFn(beam.DoFn):
-    """Streams a bundle's lines of output ``name`` into one new file under ``directory``,
-    created at the bundle's first line; when the bundle ends, ``_done(path)`` says what becomes
-    of it. Here, a temporary part: emits ``(name, part_path)`` for ``WriteJsonLines`` to
+    """Streams a bundle's elements of output ``name``, one line each (``to_text(element)``,
+    the element itself by default), into one new file under ``directory``, created at the
+    bundle's first line; when the bundle ends, ``_done(path)`` says what becomes of it. Here, a
+    temporary part: emits ``(directory, (name, part_path))`` for ``WriteJsonLines`` to
     concatenate (the live sink, ``io_stream``, renames it instead)."""
 
-    def __init__(self, directory: str, name: str) -> None:
+    def __init__(
+        self, directory: str, name: str, to_text: Callable[[object], str] | None = None
+    ) -> None:
         self.directory = directory
         self.name = name
+        self.to_text = to_text
 
     def _new_path(self) -> str:
         return FileSystems.join(self.directory, f"{self.name}.{uuid.uuid4().hex}.part")
 
     def _done(self, path: str) -> Iterable:
-        yield GlobalWindows.windowed_value((self.name, path))
+        yield GlobalWindows.windowed_value((self.directory, (self.name, path)))
 
     def start_bundle(self):
         self.path = None
         self.handle = None
 
-    def process(self, line: str):
+    def process(self, element):
         if self.handle is None:
             self.path = self._new_path()
             self.handle = FileSystems.create(self.path)
+        line = element if self.to_text is None else self.to_text(element)
         self.handle.write(line.encode("utf-8") + b"\n")
 
     def finish_bundle(self):
@@ -160,7 +164,8 @@ class _ConcatenatePartsFn(beam.DoFn):
         self.names = names
         self.defaults = defaults
 
-    def process(self, parts: list[tuple[str, str]]):
+    def process(self, keyed_parts: tuple[str, Iterable[tuple[str, str]]]):
+        _, parts = keyed_parts
         by_name: dict[str, list[str]] = {name: [] for name in self.names}
         for name, path in parts:
             if name:
@@ -205,10 +210,11 @@ def _file_format(block: bytes) -> str:
 
 
 class ReadLinesFn(beam.DoFn):
-    """Reads a file through Beam's FileSystems into ``AccessLine``s (1-based line numbers, text
-    without the line ending), emitted as lists of up to ``CHUNK`` lines (Beam's Batched DoFns:
-    element-wise consumers still see one ``AccessLine`` at a time). An undecodable line, or an
-    unreadable file, is a dead letter."""
+    """Reads a matched file (a ``FileMetadata``) through Beam's FileSystems into ``AccessLine``s
+    (1-based line numbers, text without the line ending), emitted as lists of up to ``CHUNK``
+    lines (Beam's Batched DoFns: element-wise consumers still see one ``AccessLine`` at a time).
+    An undecodable line, an unreadable file, or a name that is not valid Unicode is a dead
+    letter."""
 
     CHUNK = 8192
     BLOCK = 1 << 22
@@ -221,7 +227,11 @@ class ReadLinesFn(beam.DoFn):
         return AccessLine
 
     @beam.DoFn.yields_batches
-    def process(self, path: str) -> Iterator[LineList]:
+    def process(self, meta) -> Iterator[LineList]:
+        path, dead = _path_of(meta)
+        if dead is not None:
+            yield pvalue.TaggedOutput(DEAD_LETTERS, [dead])
+            return
         number = 0  # lines read so far
         fmt = None  # the file's format, told from its first block
         dead_letters: list[DeadLetter] = []
@@ -291,8 +301,9 @@ class ReadAccessLogs(beam.PTransform):
 
 
 class WriteJsonLines(beam.PTransform):
-    """``{file name: PCollection[str]}`` -> one file per name under ``directory``, one line per
-    element. A file whose PCollection is empty is written empty, or with its line in
+    """``{file name: PCollection}`` -> one file per name under ``directory``, one line per
+    element: ``formats[name](element)``, or the element itself (a ``str``) for a name without
+    a format. A file whose PCollection is empty is written empty, or with its line in
     ``defaults``.
 
     Each bundle streams its lines into a temporary part file and a final step concatenates the
@@ -300,31 +311,47 @@ class WriteJsonLines(beam.PTransform):
     group every line under one key first, and its expansion is ~17 transforms per file.)
     """
 
-    def __init__(self, directory: str, defaults: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str,
+        defaults: dict[str, str] | None = None,
+        formats: dict[str, Callable[[object], str]] | None = None,
+    ) -> None:
         super().__init__()
         self.directory = directory
         self.defaults = defaults or {}
+        self.formats = formats or {}
         self.temp_dir = FileSystems.join(directory, f".beam-tally-tmp-{uuid.uuid4().hex[:12]}")
 
-    def expand(self, named_lines):
+    def expand(self, named):
         # Parts are written in each producer's own stage; only their paths are flattened (a
         # Flatten of the lines themselves would be materialised by the FnApiRunner).
-        parts = [
-            lines
-            | f"Global{_label(name)}" >> beam.WindowInto(GlobalWindows())
-            | f"Write{_label(name)}" >> beam.ParDo(WriteBundleFn(self.temp_dir, name))
-            for name, lines in named_lines.items()
-        ]
+        parts = []
+        for name, elements in named.items():
+            label = _label(name)
+            global_elements = (
+                elements
+                if isinstance(elements.windowing.windowfn, GlobalWindows)
+                else elements | f"Global{label}" >> beam.WindowInto(GlobalWindows())
+            )  # parts in different windowings could not be flattened
+            write = beam.ParDo(
+                WriteBundleFn(self.temp_dir, name, self.formats.get(name))
+            ).with_output_types(_KEYED_PART)
+            parts.append(global_elements | f"Write{label}" >> write)
         # One marker, so that the files are written (empty) even when every input is empty.
-        pipeline = next(iter(named_lines.values())).pipeline
-        parts.append(pipeline | "Marker" >> beam.Create([_NO_PART]))
+        pipeline = next(iter(named.values())).pipeline
+        marker = (self.temp_dir, _NO_PART)
+        parts.append(
+            pipeline
+            | "Start" >> beam.Impulse()
+            | "Marker" >> beam.Map(lambda _: marker).with_output_types(_KEYED_PART)
+        )
         return (
             parts
-            | "AllParts" >> beam.Flatten()
-            | "ListParts"
-            >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+            | "AllParts" >> beam.Flatten().with_output_types(_KEYED_PART)
+            | "ListParts" >> beam.GroupByKey()  # one key: the temporary directory
             | "Concatenate"
-            >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named_lines), self.defaults))
+            >> beam.ParDo(_ConcatenatePartsFn(self.directory, list(named), self.defaults))
             | "RemoveParts" >> beam.ParDo(_RemoveTempDirFn(self.temp_dir))
         )
 

@@ -172,17 +172,20 @@ class _WriteLiveFn(WriteBundleFn):
 
 
 class WriteJsonLinesLive(beam.PTransform):
-    """``{file name: PCollection[str]}`` -> files ``NAME-*.jsonl`` under ``directory``, written
-    bundle by bundle while a streaming run goes (readers glob ``NAME*.jsonl``)."""
+    """``{file name: PCollection}`` -> files ``NAME-*.jsonl`` under ``directory``, one line per
+    element (``formats[name](element)``, or the ``str`` element itself), written bundle by
+    bundle while a streaming run goes (readers glob ``NAME*.jsonl``)."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, formats: dict | None = None) -> None:
         super().__init__()
         self.directory = directory
+        self.formats = formats or {}
 
-    def expand(self, named_lines):
-        for name, lines in named_lines.items():
-            lines | f"Write {name}" >> beam.ParDo(_WriteLiveFn(self.directory, name))
-        return beam.pvalue.PDone(next(iter(named_lines.values())).pipeline)
+    def expand(self, named):
+        for name, pcoll in named.items():
+            write = _WriteLiveFn(self.directory, name, self.formats.get(name))
+            pcoll | f"Write {name}" >> beam.ParDo(write)
+        return beam.pvalue.PDone(next(iter(named.values())).pipeline)
 
 
 def per_document_windows(seconds: float = 0.001):

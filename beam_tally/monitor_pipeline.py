@@ -83,12 +83,19 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     ) | "AllDeadLetters" >> beam.Flatten()
 
     if io_opts.output:
+        formats = {
+            "stats.jsonl": stats_json,
+            "alerts.jsonl": alert_json,
+            "dead_letters.jsonl": dead_letter_json,
+        }
         {
-            "stats.jsonl": stats | "StatsToJson" >> beam.Map(stats_json),
-            "alerts.jsonl": alerts | "AlertsToJson" >> beam.Map(alert_json),
-            "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
+            "stats.jsonl": stats,
+            "alerts.jsonl": alerts,
+            "dead_letters.jsonl": dead_letters,
         } | "WriteOutputs" >> (
-            WriteJsonLinesLive(io_opts.output) if source else WriteJsonLines(io_opts.output)
+            WriteJsonLinesLive(io_opts.output, formats)
+            if source
+            else WriteJsonLines(io_opts.output, formats=formats)
         )
     stats | "PrintStats" >> WriteToConsole(console.format_stats)
     alerts | "PrintAlerts" >> WriteToConsole(console.format_alert)

@@ -95,21 +95,25 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     updates, final = global_tally[UPDATES], global_tally[FINAL]
     dead_letters = (*read_dead_letters, parsed[DEAD_LETTERS]) | "AllDeadLetters" >> (beam.Flatten())
 
-    if output and source:  # written as the run goes; the final tally is the last update
-        {
-            "tallies.jsonl": tallies | "TalliesToJson" >> beam.Map(file_tally_json),
-            "global_tally.jsonl": updates | "UpdatesToJson" >> beam.Map(global_tally_json),
-            "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
-        } | "WriteOutputs" >> WriteJsonLinesLive(output)
-    elif output:
-        {
-            "tallies.jsonl": tallies | "TalliesToJson" >> beam.Map(file_tally_json),
-            "global_tally.jsonl": updates | "UpdatesToJson" >> beam.Map(global_tally_json),
-            "global_tally_final.json": final | "FinalToJson" >> beam.Map(_final_json),
-            "dead_letters.jsonl": dead_letters | "DeadLettersToJson" >> beam.Map(dead_letter_json),
-        } | "WriteOutputs" >> WriteJsonLines(
-            output, defaults={"global_tally_final.json": global_tally_json(None)}
-        )
+    if output:
+        named = {
+            "tallies.jsonl": tallies,
+            "global_tally.jsonl": updates,
+            "dead_letters.jsonl": dead_letters,
+        }
+        formats = {
+            "tallies.jsonl": file_tally_json,
+            "global_tally.jsonl": global_tally_json,
+            "dead_letters.jsonl": dead_letter_json,
+        }
+        if source:  # written as the run goes; the final tally is the last update
+            named | "WriteOutputs" >> WriteJsonLinesLive(output, formats)
+        else:
+            named["global_tally_final.json"] = final
+            formats["global_tally_final.json"] = _final_json
+            named | "WriteOutputs" >> WriteJsonLines(
+                output, {"global_tally_final.json": global_tally_json(None)}, formats
+            )
     updates | "PrintUpdates" >> WriteToConsole(
         partial(console.format_update, limit=tally_opts.print_limit)
     )

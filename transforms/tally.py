@@ -239,9 +239,10 @@ class UpdateGlobalTally(beam.PTransform):
     ``final`` (the last one, once the input is complete; nothing when there was no message)."""
 
     def expand(self, tallies):
+        if not isinstance(tallies.windowing.windowfn, window.GlobalWindows):
+            tallies = tallies | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())  # live
         return (
             tallies
-            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())  # live: per-file windows
             | "KeyGlobally"
             >> beam.Map(lambda t: ("global", t)).with_output_types(tuple[str, FileTally])
             | "Apply"
