@@ -3,8 +3,9 @@
 CPython's cyclic garbage collector runs a full collection after enough allocations, and each
 one scans every tracked object: Beam's own heap (modules, protos, the pipeline graph) is large,
 and a batch job allocates millions of short-lived records, so collections take a third of a
-monitor run. ``tune_gc`` moves what exists when the run starts into the permanent generation
-(``gc.freeze``) and collects young objects less often. Nothing here changes results.
+monitor run, and building the graph triggers several too. ``tune_gc`` moves what exists before
+the graph is built into the permanent generation (``gc.freeze``) and collects young objects less
+often. Nothing here changes results.
 """
 
 import gc
@@ -25,7 +26,6 @@ from beam_tally.io_stream import end_marker, is_live_part, wait_for_source
 def tune_gc() -> tuple[int, int, int]:
     """Applies the settings; returns the previous thresholds for ``restore_gc``."""
     previous = gc.get_threshold()
-    gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, previous[1], previous[2])
     return previous
@@ -86,14 +86,15 @@ def batch_runner(options) -> PipelineRunner | None:
 def run_pipeline(
     options, output: str, build: Callable, names: Sequence[str] = ()
 ) -> tuple[object, float]:
-    """Prepares ``output`` (``prepare_output``), builds the graph with ``build(p, options)``,
-    tunes the GC and runs it to the end; returns the ``PipelineResult`` and the wall time."""
+    """Prepares ``output`` (``prepare_output``), tunes the GC, builds the graph with
+    ``build(p, options)`` and runs it to the end; returns the ``PipelineResult`` and the wall
+    time. (Building a graph allocates enough for several full collections over Beam's heap.)"""
     prepare_output(output, names)
     started = time.perf_counter()
-    p = beam.Pipeline(runner=batch_runner(options), options=options)
-    build(p, options)
     previous = tune_gc()
     try:
+        p = beam.Pipeline(runner=batch_runner(options), options=options)
+        build(p, options)
         result = p.run()
         result.wait_until_finish()
     finally:

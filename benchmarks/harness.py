@@ -45,10 +45,10 @@ def pipeline_work(build: Callable, argv: list[str]) -> Callable[[], None]:
 
     def work() -> None:
         options = PipelineOptions(argv)
-        # Exactly what the CLI's run() does: build, tune the GC, run.
+        # Exactly what the CLI's run() does: tune the GC, build, run.
+        tune_gc()
         p = beam.Pipeline(runner=batch_runner(options), options=options)
         build(p, options)
-        tune_gc()
         p.run().wait_until_finish()
 
     return work
