@@ -267,25 +267,62 @@ class ReadLinesFn(beam.DoFn):
     def _batches(
         self, path: str, block: bytes, before: int, dead_letters: list[DeadLetter], fmt: str
     ):
-        """Lists of ``(source, line, text)`` for a block of whole lines (decoded at once; line
-        by line only when the block holds undecodable bytes)."""
+        """Lists of ``(source, line, text)`` for a block of whole lines, decoded at once; a
+        block with undecodable bytes is decoded a run of good lines at a time, around each bad
+        line (a typical block holds a few, and decoding line by line costs more than parsing)."""
         try:
             text = block.decode("utf-8")
+        except UnicodeDecodeError:
+            lines = self._around_bad_lines(path, block, before, dead_letters, fmt)
+        else:
             if "\r" in text:  # CRLF line endings
                 text = text.replace("\r\n", "\n")
             numbered = zip(repeat(path), count(before + 1), text.split("\n")[:-1], repeat(fmt))
-        except UnicodeDecodeError:
-            numbered = []
-            for number, raw in enumerate(block.split(b"\n")[:-1], start=before + 1):
-                try:
-                    numbered.append((path, number, raw.decode("utf-8").rstrip("\r"), fmt))
-                except UnicodeDecodeError as bad:
-                    reason = f"undecodable bytes: invalid UTF-8 at byte {bad.start}"
-                    raw_text = truncate_raw(raw.rstrip(b"\r"))
-                    dead_letters.append(DeadLetter(path, number, reason, raw_text))
-        lines = LineList(map(_as_access_line, numbered))  # in C: no Python call per line
+            lines = LineList(map(_as_access_line, numbered))  # in C: no Python call per line
         for start in range(0, len(lines), self.CHUNK):
             yield LineList(lines[start : start + self.CHUNK])
+
+    @staticmethod
+    def _around_bad_lines(
+        path: str, block: bytes, before: int, dead_letters: list[DeadLetter], fmt: str
+    ) -> LineList:
+        """The ``AccessLine`` of a block's decodable lines (``\\r`` stripped from
+        their ends, as line by line); each undecodable line becomes a dead letter."""
+        view = memoryview(block)
+        numbered = LineList()
+        position, number = 0, before + 1  # where the next run starts, and its first line
+        end = len(block)
+        while position < end:
+            try:
+                text = str(view[position:], "utf-8")
+                bad_line = None
+            except UnicodeDecodeError as err:
+                bad_at = position + err.start
+                bad_line = max(position, block.rfind(b"\n", position, bad_at) + 1)
+                text = str(view[position:bad_line], "utf-8")
+            lines = text.split("\n")[:-1]
+            if "\r" in text:
+                lines = [line.rstrip("\r") for line in lines]
+            numbered.extend(
+                map(_as_access_line, zip(repeat(path), count(number), lines, repeat(fmt)))
+            )
+            number += len(lines)
+            if bad_line is None:
+                break
+            line_end = block.index(b"\n", bad_line)
+            raw = block[bad_line:line_end]
+            try:  # the error's position within the line itself
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                reason = f"undecodable bytes: invalid UTF-8 at byte {bad.start}"
+                dead_letters.append(
+                    DeadLetter(path, number, reason, truncate_raw(raw.rstrip(b"\r")))
+                )
+            else:  # pragma: no cover - the block's error lies within this line
+                numbered.append(AccessLine(path, number, raw.decode("utf-8").rstrip("\r"), fmt))
+            number += 1
+            position = line_end + 1
+        return numbered
 
 
 class ReadAccessLogs(beam.PTransform):

@@ -14,12 +14,13 @@ with an element-wise ``process`` too, for runners without batch support (the str
 DirectRunner).
 """
 
+import pickle
 from collections.abc import Iterable
 from typing import Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
@@ -326,6 +327,15 @@ class CountPerSecondFn(_BundleAggregateFn):
         self.seconds = {}
 
 
+def _read_rule(state) -> TrafficAlertRule | None:
+    pickled = state.read()
+    return None if pickled is None else pickle.loads(pickled)
+
+
+def _write_rule(state, rule: TrafficAlertRule) -> None:
+    state.write(pickle.dumps(rule, pickle.HIGHEST_PROTOCOL))
+
+
 class DetectHighTrafficFn(beam.DoFn):
     """Keyed stateful detector over per-second counts.
 
@@ -334,7 +344,10 @@ class DetectHighTrafficFn(beam.DoFn):
     Counts for a second already evaluated are late: their lines leave as ``late`` dead letters.
     """
 
-    RULE = ReadModifyWriteStateSpec("rule", PickleCoder())
+    # The rule is kept pickled: the runner's state cache weighs each value it holds by walking
+    # it (objsize), and the rule holds a count per pending second (a whole day's in batch);
+    # bytes are weighed at once.
+    RULE = ReadModifyWriteStateSpec("rule", BytesCoder())
     PENDING = ReadModifyWriteStateSpec("pending", PickleCoder())
     PROGRESS = TimerSpec("progress", TimeDomain.WATERMARK)
     END = TimerSpec("end", TimeDomain.WATERMARK)
@@ -362,7 +375,7 @@ class DetectHighTrafficFn(beam.DoFn):
         end=beam.DoFn.TimerParam(END),
     ):
         _, seconds = keyed
-        rule = rule_state.read() or TrafficAlertRule(self.threshold, self.window_seconds)
+        rule = _read_rule(rule_state) or TrafficAlertRule(self.threshold, self.window_seconds)
         for second, ((count,), origins) in sorted(seconds.items()):
             if rule.is_late(second):
                 self.late.inc(count)
@@ -374,7 +387,7 @@ class DetectHighTrafficFn(beam.DoFn):
                         yield pvalue.TaggedOutput(LATE, dead)
             else:
                 rule.add(second, count)
-        rule_state.write(rule)
+        _write_rule(rule_state, rule)
         # A pending timer is never pushed later (it must fire as soon as the watermark reaches
         # it), but is moved earlier by a bundle whose newest second is earlier: one outlier
         # second far ahead then holds evaluation back only until the next bundle.
@@ -386,9 +399,9 @@ class DetectHighTrafficFn(beam.DoFn):
         end.set(win.max_timestamp())
 
     def _evaluate(self, rule_state, until: int):
-        rule = rule_state.read()
+        rule = _read_rule(rule_state)
         changes = rule.evaluate_until(until)
-        rule_state.write(rule)
+        _write_rule(rule_state, rule)
         for change in changes:
             (self.alerts if change.kind == ALERT else self.recoveries).inc()
         return rule, changes
@@ -413,7 +426,7 @@ class DetectHighTrafficFn(beam.DoFn):
 
     @on_timer(END)
     def on_end(self, rule_state=beam.DoFn.StateParam(RULE)):
-        rule = rule_state.read()
+        rule = _read_rule(rule_state)
         yield from self._evaluate(rule_state, rule.last_second)[1]
 
 
