@@ -10,7 +10,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from beam_tally.records import AccessRecord, RankedCount
+from beam_tally.records import AccessRecord, RankedCount, TrafficStats
 from tests.conftest import direct_pipeline, streaming_pipeline
 from tests.test_alert_rule import reference_alerts
 from transforms.traffic import (
@@ -190,6 +190,41 @@ def test_stats_per_ten_second_window_equal_a_direct_count():
             equal_to([True] * len(expected)),
             label="StatusClassesAddUp",
         )
+        # Each window's stats are in that window, as in streaming.
+        windows = stats | beam.ParDo(
+            lambda s, w=beam.DoFn.WindowParam: [(s.start, int(w.start), int(w.end))]
+        )
+        assert_that(
+            windows,
+            equal_to([(start, start, start + 10) for start in expected]),
+            label="InTheirWindows",
+        )
+
+
+def test_batch_merge_of_a_windows_partials_equals_one_pass_and_leaves_them_intact():
+    from transforms.traffic import _MergeWindowStatsFn
+
+    rng = random.Random(5)
+    records = [
+        record(1_549_573_860 + rng.randrange(10), host=f"h{rng.randrange(4)}", size=i)
+        for i in range(40)
+    ]
+    fn = TrafficStatsCombineFn(top=3)
+
+    def accumulate(part):
+        acc = fn.create_accumulator()
+        for r in part:
+            fn.add_input(acc, r)
+        return acc
+
+    partials = [accumulate(records[:15]), accumulate(records[15:]), accumulate([])]
+    before = repr(partials)
+    [stamped] = _MergeWindowStatsFn(10, fn).process((1_549_573_860, partials))
+    assert stamped.value == TrafficStats(
+        1_549_573_860, 1_549_573_870, *fn.extract_output(accumulate(records))
+    )
+    assert stamped.timestamp == 1_549_573_860
+    assert repr(partials) == before
 
 
 def test_stats_in_streaming_fire_per_window_as_the_watermark_passes():

@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -279,9 +280,44 @@ class _WithWindowFn(beam.DoFn):
         yield TrafficStats(int(win.start), int(win.end), *keyed_stats[1])
 
 
+class _MergeWindowStatsFn(beam.DoFn):
+    """Batch: ``(window start, its partials)`` -> the window's ``TrafficStats``, timestamped at
+    the window's start."""
+
+    def __init__(self, size: int, combine_fn: TrafficStatsCombineFn) -> None:
+        self.size = size
+        self.combine_fn = combine_fn
+        self.windows = Metrics.counter(METRICS_NAMESPACE, "stats_windows")
+
+    def process(self, keyed_partials):
+        start, partials = keyed_partials
+        partials = list(partials)
+        if len(partials) == 1:
+            acc = partials[0]
+        else:  # into a fresh accumulator: the grouped partials are inputs, not ours to modify
+            acc = self.combine_fn.merge_accumulators(
+                [self.combine_fn.create_accumulator(), *partials]
+            )
+        self.windows.inc()
+        stats = TrafficStats(start, start + self.size, *self.combine_fn.extract_output(acc))
+        yield window.TimestampedValue(stats, start)
+
+
 class ComputeTrafficStats(beam.PTransform):
     """``PCollection[AccessRecord]`` (timestamped) -> ``TrafficStats`` for every
-    ``FixedWindows(size)`` window (aligned to epoch multiples of ``size``) that has traffic."""
+    ``FixedWindows(size)`` window (aligned to epoch multiples of ``size``) that has traffic,
+    each in its window.
+
+    Records are pre-aggregated per bundle and window (``PartialStatsFn``); then:
+
+    * streaming: the partials are windowed into the ``FixedWindows`` and combined per window, so
+      each window fires as the watermark passes its end;
+    * batch: the partials are grouped by their window's start in the global window, merged,
+      and the stats windowed into the same ``FixedWindows`` after. All input is there at once,
+      so nothing needs to fire early, and a windowed GroupByKey would cost the FnApiRunner a
+      general trigger state machine per window: ~1.3 s of a day's 8,640 ten-second windows,
+      a fifth of the run. Both give the same stats in the same windows.
+    """
 
     def __init__(self, size: int = 10, top: int = 5) -> None:
         super().__init__()
@@ -290,15 +326,25 @@ class ComputeTrafficStats(beam.PTransform):
 
     def expand(self, records):
         combine_fn = TrafficStatsCombineFn(self.top)
-        # Partials are keyed by window start as well as windowed, so each key holds a single
-        # window. (One key with every window, as CombineGlobally gives, makes the runner's
-        # trigger handling quadratic in the number of windows: a day took minutes.)
+        partials = records | "PartialStats" >> beam.ParDo(PartialStatsFn(self.size, combine_fn))
+        if records.pipeline.options.view_as(StandardOptions).streaming:
+            # Partials are keyed by window start as well as windowed, so each key holds a
+            # single window. (One key with every window, as CombineGlobally gives, makes the
+            # runner's trigger handling quadratic in the number of windows: a day took minutes.)
+            return (
+                partials
+                | "StatsWindows" >> beam.WindowInto(window.FixedWindows(self.size))
+                | "MergeStats" >> beam.CombinePerKey(MergeStatsCombineFn(combine_fn))
+                | "WithWindow" >> beam.ParDo(_WithWindowFn()).with_output_types(TrafficStats)
+            )
         return (
-            records
-            | "PartialStats" >> beam.ParDo(PartialStatsFn(self.size, combine_fn))
+            partials
+            | "GroupPerWindow" >> beam.GroupByKey()
+            | "MergeStats"
+            >> beam.ParDo(_MergeWindowStatsFn(self.size, combine_fn)).with_output_types(
+                TrafficStats
+            )
             | "StatsWindows" >> beam.WindowInto(window.FixedWindows(self.size))
-            | "MergeStats" >> beam.CombinePerKey(MergeStatsCombineFn(combine_fn))
-            | "WithWindow" >> beam.ParDo(_WithWindowFn()).with_output_types(TrafficStats)
         )
 
 
