@@ -368,9 +368,9 @@ class WriteJsonLines(beam.PTransform):
             label = _label(name)
             global_elements = (
                 elements
-                if isinstance(elements.windowing.windowfn, GlobalWindows)
+                if elements.windowing.is_default()
                 else elements | f"Global{label}" >> beam.WindowInto(GlobalWindows())
-            )  # parts in different windowings could not be flattened
+            )  # parts in different windowings could not be flattened, nor fire just once
             write = beam.ParDo(
                 WriteBundleFn(self.temp_dir, name, self.formats.get(name))
             ).with_output_types(_KEYED_PART)

@@ -104,7 +104,9 @@ def _all_options_parser() -> _StrictParser:
 def parse_pipeline_args(argv: list[str], help_text: str) -> PipelineOptions:
     """Parse ``argv`` into ``PipelineOptions``; unknown flags and stray words are usage errors.
 
-    ``--runner`` defaults to the DirectRunner (Beam's own default would try to download Prism).
+    ``--runner`` defaults to the DirectRunner (with no runner, Beam would try to download and
+    start Prism; a batch run then skips the DirectRunner's own Prism attempt, see
+    ``runtime.batch_runner``).
     """
     if any(arg in ("-h", "--help") for arg in argv):
         raise HelpRequested(help_text)

@@ -72,7 +72,8 @@ def batch_runner(options) -> PipelineRunner | None:
     set up as it does, without the detour. Streaming keeps the DirectRunner's own choice.
     """
     standard = options.view_as(StandardOptions)
-    if standard.streaming or (standard.runner or "").lower() not in ("direct", "directrunner"):
+    name = standard.runner if isinstance(standard.runner, str) else ""
+    if standard.streaming or name.rsplit(".", 1)[-1].lower() not in ("direct", "directrunner"):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner

@@ -11,14 +11,24 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
+from beam_tally.runtime import batch_runner
+
 
 def direct_pipeline(*extra: str) -> TestPipeline:
-    """A TestPipeline on the DirectRunner (never the Prism download)."""
+    """A batch TestPipeline on the engine a batch run of the CLI uses: the DirectRunner's
+    FnApiRunner, without its Prism attempt (``runtime.batch_runner``)."""
+    options = PipelineOptions(["--runner=DirectRunner", *extra])
+    return TestPipeline(runner=batch_runner(options), options=options)
+
+
+def beam_direct_pipeline(*extra: str) -> TestPipeline:
+    """A TestPipeline on the DirectRunner choosing its engine itself (as it does for a
+    TestStream without --streaming: its streaming mode)."""
     return TestPipeline(options=PipelineOptions(["--runner=DirectRunner", *extra]))
 
 
 def streaming_pipeline() -> TestPipeline:
-    return TestPipeline(options=PipelineOptions(["--runner=DirectRunner", "--streaming"]))
+    return beam_direct_pipeline("--streaming")
 
 
 def independent_tally(pattern: str) -> tuple[dict[str, Counter], int]:

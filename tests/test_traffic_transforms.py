@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
 from beam_tally.records import AccessRecord, RankedCount, TrafficStats
-from tests.conftest import direct_pipeline, streaming_pipeline
+from tests.conftest import beam_direct_pipeline, direct_pipeline, streaming_pipeline
 from tests.test_alert_rule import reference_alerts
 from transforms.traffic import (
     ALERTS,
@@ -223,7 +223,7 @@ def test_batch_merge_of_a_windows_partials_equals_one_pass_and_leaves_them_intac
     assert stamped.value == TrafficStats(
         1_549_573_860, 1_549_573_870, *fn.extract_output(accumulate(records))
     )
-    assert stamped.timestamp == 1_549_573_860
+    assert stamped.timestamp == window.IntervalWindow(1_549_573_860, 1_549_573_870).max_timestamp()
     assert repr(partials) == before
 
 
@@ -242,6 +242,22 @@ def test_stats_in_streaming_fire_per_window_as_the_watermark_passes():
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
+        stats = p | stream | ComputeTrafficStats(10)
+        assert_that(stats | beam.Map(lambda s: (s.start, s.hits)), equal_to(sorted(counts.items())))
+
+
+def test_stats_of_an_unbounded_input_without_the_streaming_flag_still_fire_per_window():
+    # A TestStream is unbounded: the transform must take its windowed path even when the
+    # options do not say --streaming (the DirectRunner switches to streaming by itself).
+    timestamps = [3, 7, 12, 18, 19, 31]
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements(stamped([record(t) for t in timestamps]))
+        .advance_watermark_to_infinity()
+    )
+    counts = Counter(t - t % 10 for t in timestamps)
+    with beam_direct_pipeline() as p:
         stats = p | stream | ComputeTrafficStats(10)
         assert_that(stats | beam.Map(lambda s: (s.start, s.hits)), equal_to(sorted(counts.items())))
 

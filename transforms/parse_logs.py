@@ -147,7 +147,9 @@ class TextColumn(Sequence):
         return iter(self._column())
 
     def __eq__(self, other) -> bool:
-        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+        if isinstance(other, (list, TextColumn)):
+            return self._column() == list(other)
+        return NotImplemented
 
     __hash__ = None  # a column compares by value, like a list
 
