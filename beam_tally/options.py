@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     PipelineOptions,
     StandardOptions,
     _BeamArgumentParser,
@@ -123,6 +124,14 @@ def parse_pipeline_args(argv: list[str], help_text: str) -> PipelineOptions:
     options = PipelineOptions(argv)
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_threading" and direct.direct_num_workers != 1:
+        # Reproduced: each worker thread caches the jobs' keyed state, and a timer firing on one
+        # read a stale copy, so the monitor printed every alert twice (its metrics said once).
+        raise UsageError(
+            "--direct_running_mode=multi_threading with several workers gives wrong results "
+            "for stateful steps on Beam 2.77: use --direct_running_mode=multi_processing"
+        )
     return options
 
 

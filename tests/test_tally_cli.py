@@ -18,6 +18,7 @@ from beam_tally.generate import generate_tally
 from tests.conftest import independent_tally
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THREADS = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
 
 
 def read_lines(path: str) -> list[dict]:
@@ -196,6 +197,10 @@ def test_in_process_run_matches_and_is_repeatable(sample, tmp_path, capsys):
         (["tally", "--input", "a", "--output", "o", "--bogus", "1"], "unknown option --bogus"),
         (["tally", "--input", "a", "b.json", "--output", "o"], "quote the --input glob"),
         (["tally", "--input", "a", "--output", "o", "--print_limit", "x"], "invalid int"),
+        (
+            ["tally", "--input", "a", "--output", "o", *THREADS],
+            "use --direct_running_mode=multi_processing",
+        ),
         (["frobnicate"], "unknown command"),
         (["generate", "tally"], "--out"),
         (["generate", "tally", "--out", "o", "--bad_fraction", "2"], "between 0 and 1"),
