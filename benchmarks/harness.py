@@ -37,19 +37,17 @@ class BenchError(Exception):
 
 
 def pipeline_work(build: Callable, argv: list[str]) -> Callable[[], None]:
-    """The work of a pipeline measurement; Beam is imported here, before any timing."""
-    import apache_beam as beam
+    """The work of a pipeline measurement: what the CLI's ``run()`` does, through the same
+    ``run_pipeline`` (GC tuned, graph built, run to the end). Beam is imported here, before any
+    timing."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_tally.runtime import batch_runner, tune_gc
+    from beam_tally.options import IOOptions
+    from beam_tally.runtime import run_pipeline
 
     def work() -> None:
         options = PipelineOptions(argv)
-        # Exactly what the CLI's run() does: tune the GC, build, run.
-        tune_gc()
-        p = beam.Pipeline(runner=batch_runner(options), options=options)
-        build(p, options)
-        p.run().wait_until_finish()
+        run_pipeline(options, options.view_as(IOOptions).output, build)
 
     return work
 
