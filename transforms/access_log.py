@@ -262,18 +262,19 @@ def _split_csv(text: str) -> list[str]:
         position = field.end()
 
 
-def _parse_csv_careful(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
-    text = _normalised(text)
-    if not text:
-        return None
-    _check_characters(text)
-    fields = _split_csv(text)
-    if len(fields) != len(CSV_HEADER):
-        raise BadLine(f"{WRONG_FIELD_COUNT}: {len(fields)} fields, expected {len(CSV_HEADER)}")
-    if tuple(field.strip(_BLANK).lower() for field in fields) == CSV_HEADER:
-        return None
-    host, ident, user, date, request, status, size = fields
-    timestamp = _epoch(date)
+def _record(
+    host: str,
+    ident: str,
+    user: str,
+    timestamp: int,
+    request: str,
+    status: str,
+    size: str,
+    source: str,
+    line: int,
+) -> AccessRecord:
+    """The record of a line the careful parsers split: its request, status and bytes checked
+    (a ``BadLine`` otherwise), the same way for both formats."""
     method, target, protocol = _request(request)
     return AccessRecord(
         host,
@@ -289,6 +290,20 @@ def _parse_csv_careful(text: str, source: str = "", line: int = 0) -> AccessReco
         source,
         line,
     )
+
+
+def _parse_csv_careful(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
+    text = _normalised(text)
+    if not text:
+        return None
+    _check_characters(text)
+    fields = _split_csv(text)
+    if len(fields) != len(CSV_HEADER):
+        raise BadLine(f"{WRONG_FIELD_COUNT}: {len(fields)} fields, expected {len(CSV_HEADER)}")
+    if tuple(field.strip(_BLANK).lower() for field in fields) == CSV_HEADER:
+        return None
+    host, ident, user, date, request, status, size = fields
+    return _record(host, ident, user, _epoch(date), request, status, size, source, line)
 
 
 def parse_csv_line(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
@@ -335,22 +350,7 @@ def _parse_clf_careful(text: str, source: str = "", line: int = 0) -> AccessReco
     if len(rest) < 2:
         raise BadLine(f"{WRONG_FIELD_COUNT}: {_show(tail or '')} is not 'status bytes'")
     host, ident, user = names
-    timestamp = _clf_time(date)
-    method, target, protocol = _request(request)
-    return AccessRecord(
-        host,
-        ident,
-        user,
-        timestamp,
-        method,
-        target,
-        section_of(target),
-        protocol,
-        _status(rest[0]),
-        _bytes(rest[1]),
-        source,
-        line,
-    )
+    return _record(host, ident, user, _clf_time(date), request, rest[0], rest[1], source, line)
 
 
 def parse_clf_line(text: str, source: str = "", line: int = 0) -> AccessRecord | None:
