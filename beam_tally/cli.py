@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from beam_tally.errors import HelpRequested, UsageError
+from beam_tally.errors import FetchError, HelpRequested, UsageError
 
 USAGE = """usage: beam-tally COMMAND [options]
 
@@ -24,10 +24,14 @@ commands:
   generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
   generate  access --out FILE --format csv|clf --seconds N --rate R [--burst S:D:R ...]
             [--disorder S] [--bad_fraction F] [--seed N]
+  engines   install flink|prism|flink-cluster|sdk-worker|all | list
+
+Beam options include --runner=DirectRunner (the default), FlinkRunner or PrismRunner: the
+engine is fetched into a cache on first use ('beam-tally engines --help').
 
 'beam-tally COMMAND --help' describes a command's options."""
 
-COMMANDS = ("tally", "monitor", "produce", "generate")
+COMMANDS = ("tally", "monitor", "produce", "generate", "engines")
 
 
 def _dispatch(command: str, argv: list[str]) -> int:
@@ -43,6 +47,10 @@ def _dispatch(command: str, argv: list[str]) -> int:
         from beam_tally import produce
 
         return produce.run(argv)
+    if command == "engines":
+        from beam_tally import engines
+
+        return engines.run(argv)
     if argv and argv[0] == "access":
         from beam_tally import generate_access
 
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(
-            "beam-tally: say which command to run: tally, monitor, produce or generate "
+            "beam-tally: say which command to run: tally, monitor, produce, generate or engines "
             "(beam-tally --help)",
             file=sys.stderr,
         )
@@ -88,6 +96,9 @@ def _run(command: str, rest: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    except FetchError as err:
+        print(f"beam-tally {command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"beam-tally {command}: interrupted", file=sys.stderr)
         return 130

@@ -16,3 +16,7 @@ class UsageParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(message)
+
+
+class FetchError(Exception):
+    """An engine could not be fetched (its client failed or timed out): one line, exit 1."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from beam_tally import console, metrics
+from beam_tally.engines import configure_runner
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
@@ -122,6 +123,7 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
+    configure_runner(options, argv)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
         _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS)

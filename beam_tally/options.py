@@ -154,6 +154,12 @@ def check_source(options) -> str | None:
         return None
     if not streaming:
         raise UsageError("--source reads a live stream: add --streaming")
+    runner = options.view_as(StandardOptions).runner
+    if isinstance(runner, str) and runner.rsplit(".", 1)[-1] not in ("DirectRunner", "direct"):
+        raise UsageError(
+            f"--source is read by the DirectRunner only (its TestStream service), not by "
+            f"--runner={runner}: drop --runner for a live run"
+        )
     if io_opts.input:
         raise UsageError("give --input (batch) or --streaming --source (live), not both")
     if ":" not in stream.source:

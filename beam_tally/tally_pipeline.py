@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_tally import console, metrics
+from beam_tally.engines import configure_runner
 from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
 from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
 from beam_tally.options import (
@@ -138,6 +139,7 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
+    configure_runner(options, argv)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
         _, seconds, ended = run_live(options, output, build_tally_pipeline, OUTPUTS)

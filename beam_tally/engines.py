@@ -1,0 +1,470 @@
+"""The engines besides the DirectRunner, fetched with the ordinary clients into a cache outside
+the repository, and the runner options that point Beam at them.
+
+- ``flink``: Beam's Flink job server, resolved with Maven (``mvn dependency:copy-dependencies``)
+  and started through a small launcher jar whose manifest lists the resolved jars;
+- ``prism``: Beam's Prism runner, built with ``go install`` at the installed Beam's version;
+- ``flink-cluster``: a Flink distribution for ``scripts/flink_cluster.sh``, assembled from
+  PyPI's ``apache-flink`` (its ``bin/`` and ``conf/``) and ``apache-flink-libraries`` (``lib/``,
+  ``opt/``, ``plugins/``);
+- ``sdk-worker``: the Python SDK's worker boot program (``go install``), which a worker pool
+  runs to fetch and install a job's staged packages, as Beam's container does.
+
+Maven Central serves Beam's Flink runner here only up to Beam 2.62.0 (later releases lack
+``beam-runners-java-job-service`` or the runner itself), so the job server is 2.62.0 for Flink
+1.19 whatever the installed SDK; the portable protocol between them is stable and the tests
+compare every output with the DirectRunner's. Prism is built at the installed SDK's version.
+
+Each engine is fetched once (one line on stderr says what and where), under a lock, into a
+temporary folder renamed into place; a cached engine is used offline. ``beam-tally engines``
+fetches ahead of time and lists what is cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+from beam_tally.errors import FetchError, HelpRequested, UsageError, UsageParser
+
+# The newest Beam release whose Flink runner Maven Central serves with every dependency here,
+# and the Flink version that runner is built for (see the module docstring).
+FLINK_JOB_SERVER_BEAM = "2.62.0"
+FLINK_VERSION = "1.19"
+FLINK_DIST_VERSION = "1.19.0"  # the Flink release that job server is built against
+BEAM_GO_MODULE = "github.com/apache/beam/sdks/v2"
+# Java 17 closes the JDK's internals that Flink's serializers open (Flink's own config.yaml
+# passes the same flags to its JobManager and TaskManagers).
+JAVA_17_OPENS = tuple(
+    f"--add-opens=java.base/{package}=ALL-UNNAMED"
+    for package in (
+        "java.lang",
+        "java.lang.reflect",
+        "java.io",
+        "java.net",
+        "java.nio",
+        "sun.nio.ch",
+        "java.text",
+        "java.time",
+        "java.util",
+        "java.util.concurrent",
+        "java.util.concurrent.atomic",
+        "java.util.concurrent.locks",
+    )
+)
+ENGINES = ("flink", "prism", "flink-cluster", "sdk-worker")
+FETCH_TIMEOUT = 1800  # seconds for one fetch: a first Maven resolution downloads ~150 MB
+
+
+def beam_version() -> str:
+    return version("apache-beam")
+
+
+def cache_root() -> Path:
+    """``$BEAM_TALLY_CACHE``, else ``$XDG_CACHE_HOME/beam-tally``, else ``~/.cache/beam-tally``."""
+    if os.environ.get("BEAM_TALLY_CACHE"):
+        return Path(os.environ["BEAM_TALLY_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "beam-tally"
+
+
+def _require(tool: str, what: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise UsageError(f"{what} needs {tool!r} on PATH: install it ({_INSTALL_HINTS[tool]})")
+    return path
+
+
+_INSTALL_HINTS = {
+    "java": "a JDK 17, e.g. apt-get install openjdk-17-jdk-headless",
+    "mvn": "Maven 3, e.g. apt-get install maven",
+    "go": "Go 1.22 or newer, e.g. apt-get install golang-go",
+}
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """One fetch of ``name`` at a time across processes (tests, two CLI runs)."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fetch(what: str, target: Path, fill) -> Path:
+    """Runs ``fill(tmp)`` into a temporary folder beside ``target`` and renames it into place,
+    unless ``target`` is already there (cached: nothing runs, nothing is printed)."""
+    if target.exists():
+        return target
+    with _locked(target.name):
+        if target.exists():  # fetched by another process while this one waited
+            return target
+        print(
+            f"beam-tally: fetching {what} into {target} (first use only; later runs use the cache)",
+            file=sys.stderr,
+            flush=True,
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            fill(tmp)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _client(cmd: list[str], what: str, cwd: Path, env: dict | None = None) -> None:
+    try:
+        done = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=FETCH_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise FetchError(f"fetching {what} took over {FETCH_TIMEOUT} s: {cmd[0]} stopped") from err
+    if done.returncode != 0:
+        lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()]
+        useful = [line for line in lines if "ERROR" in line or "error" in line] or lines or [""]
+        raise FetchError(
+            f"{Path(cmd[0]).name} could not fetch {what} (exit {done.returncode}): "
+            f"{' '.join(useful[0].split())[:300]}"
+        )
+
+
+# Flink job server -------------------------------------------------------------------------
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>beam-tally.engines</groupId>
+  <artifactId>flink-job-server</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.beam</groupId>
+      <artifactId>beam-runners-flink-{flink}</artifactId>
+      <version>{beam}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
+
+
+def flink_job_server() -> Path:
+    """The job server's launcher jar (``java -jar`` runs it, as Beam's FlinkRunner does)."""
+    name = f"flink-job-server-{FLINK_JOB_SERVER_BEAM}-flink-{FLINK_VERSION}"
+    home = cache_root() / name
+    jar = home / f"beam-runners-flink-{FLINK_VERSION}-job-server-{FLINK_JOB_SERVER_BEAM}.jar"
+    if jar.exists():
+        return jar
+    _require("java", "--runner=FlinkRunner")
+    mvn = _require("mvn", "fetching Beam's Flink job server")
+
+    def fill(tmp: Path) -> None:
+        (tmp / "pom.xml").write_text(_POM.format(flink=FLINK_VERSION, beam=FLINK_JOB_SERVER_BEAM))
+        what = f"Beam {FLINK_JOB_SERVER_BEAM}'s Flink {FLINK_VERSION} job server"
+        _client(
+            [
+                mvn,
+                "-B",
+                "-q",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                "-DoutputDirectory=lib",
+            ],
+            what,
+            tmp,
+        )
+        jars = sorted(path.name for path in (tmp / "lib").glob("*.jar"))
+        write_launcher_jar(tmp / jar.name, JOB_SERVER_MAIN, [f"lib/{name}" for name in jars])
+
+    _fetch(f"Beam {FLINK_JOB_SERVER_BEAM}'s Flink {FLINK_VERSION} job server (Maven)", home, fill)
+    return jar
+
+
+def write_launcher_jar(path: Path, main_class: str, class_path: list[str]) -> None:
+    """A jar holding only a manifest: ``java -jar`` runs ``main_class`` over ``class_path``
+    (paths relative to the jar's folder)."""
+    lines = [
+        "Manifest-Version: 1.0",
+        f"Main-Class: {main_class}",
+        "Class-Path: " + " ".join(class_path),
+    ]
+    with zipfile.ZipFile(path, "w") as jar:
+        jar.writestr("META-INF/MANIFEST.MF", "".join(_manifest_line(line) for line in lines))
+
+
+def _manifest_line(line: str) -> str:
+    """A manifest header folded at 72 bytes, continuation lines starting with a space."""
+    raw = line.encode("utf-8")
+    pieces = [raw[:70]]
+    pieces += [b" " + raw[i : i + 69] for i in range(70, len(raw), 69)]
+    return "".join(piece.decode("utf-8") + "\r\n" for piece in pieces)
+
+
+# Go-built engines: Prism and the SDK worker's boot program ---------------------------------
+
+
+def _go_binary(package: str, binary: str, name: str, what: str, needed_for: str) -> Path:
+    home = cache_root() / f"{name}-{beam_version()}"
+    path = home / name
+    if path.exists():
+        return path
+    go = _require("go", needed_for)
+
+    def fill(tmp: Path) -> None:
+        _client(
+            [go, "install", f"{BEAM_GO_MODULE}/{package}@v{beam_version()}"],
+            what,
+            tmp,
+            env={"GOBIN": str(tmp), "GOFLAGS": "-mod=mod"},
+        )
+        (tmp / binary).rename(tmp / name)
+
+    _fetch(f"{what} v{beam_version()} (go install)", home, fill)
+    return path
+
+
+def prism() -> Path:
+    return _go_binary(
+        "go/cmd/prism", "prism", "prism", "Beam's Prism runner", "--runner=PrismRunner"
+    )
+
+
+def sdk_worker_boot() -> Path:
+    return _go_binary(
+        "python/container", "container", "sdk-worker-boot", "Beam's Python worker boot", "a worker"
+    )
+
+
+# Flink distribution for a standalone cluster -----------------------------------------------
+
+_DIST_PARTS = {  # folder of the archive -> folder of FLINK_HOME
+    "pyflink/bin/": "bin/",
+    "pyflink/conf/": "conf/",
+    "deps/bin/": "bin/",
+    "deps/lib/": "lib/",
+    "deps/opt/": "opt/",
+    "deps/plugins/": "plugins/",
+}
+
+
+def flink_dist() -> Path:
+    """FLINK_HOME of a Flink distribution at the job server's Flink version, from PyPI."""
+    home = cache_root() / f"flink-{FLINK_DIST_VERSION}"
+    if home.exists():
+        return home
+    _require("java", "a Flink cluster")
+
+    def fill(tmp: Path) -> None:
+        downloads = tmp / "downloads"
+        _client(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--dest",
+                str(downloads),
+                f"apache-flink=={FLINK_DIST_VERSION}",
+                f"apache-flink-libraries=={FLINK_DIST_VERSION}",
+            ],
+            f"Flink {FLINK_DIST_VERSION}",
+            tmp,
+        )
+        for archive in sorted(downloads.iterdir()):
+            _unpack_dist(archive, tmp)
+        shutil.rmtree(downloads)
+        (tmp / "log").mkdir()
+        for script in (tmp / "bin").iterdir():
+            script.chmod(0o755)
+
+    _fetch(f"Flink {FLINK_DIST_VERSION} (PyPI's apache-flink)", home, fill)
+    return home
+
+
+def _unpack_dist(archive: Path, home: Path) -> None:
+    """Copies the distribution's folders out of a wheel (zip) or an sdist (tar.gz)."""
+
+    def target(name: str) -> Path | None:
+        inner = name.split("/", 1)[1] if archive.name.endswith(".tar.gz") else name
+        for prefix, folder in _DIST_PARTS.items():
+            if inner.startswith(prefix) and not inner.endswith("/"):
+                relative = Path(folder) / inner[len(prefix) :]
+                if ".." not in relative.parts:
+                    return home / relative
+        return None
+
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as wheel:
+            for info in wheel.infolist():
+                dest = target(info.filename)
+                if dest is not None:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with wheel.open(info) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out)
+        return
+    with tarfile.open(archive, "r:gz") as sdist:
+        for member in sdist:
+            dest = target(member.name) if member.isfile() else None
+            if dest is not None:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with sdist.extractfile(member) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+
+
+INSTALLERS = {
+    "flink": flink_job_server,
+    "prism": prism,
+    "flink-cluster": flink_dist,
+    "sdk-worker": sdk_worker_boot,
+}
+
+
+# Runner options --------------------------------------------------------------------------
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
+
+
+def runner_name(options) -> str:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name.rsplit(".", 1)[-1].lower().removesuffix("runner")
+
+
+_LOOPBACK_HOSTS = ("localhost", "127.", "[::1]", "::1")
+
+
+def configure_runner(options, argv: list[str]) -> None:
+    """Fills in what ``--runner=FlinkRunner`` and ``--runner=PrismRunner`` need and the user
+    left out: the engine (fetched on first use), Flink's version and master, Java 17's flags,
+    the SDK harness beside the launcher for a loopback cluster, quieter Prism logs."""
+    name = runner_name(options)
+    if name == "flink":
+        _configure_flink(options, argv)
+    elif name == "prism":
+        _configure_prism(options, argv)
+
+
+def _configure_flink(options, argv: list[str]) -> None:
+    from apache_beam.options.pipeline_options import (
+        FlinkRunnerOptions,
+        JobServerOptions,
+        PortableOptions,
+    )
+
+    flink = options.view_as(FlinkRunnerOptions)
+    if not flink.flink_job_server_jar:
+        if _given(argv, "--flink_version") and flink.flink_version != FLINK_VERSION:
+            raise UsageError(
+                f"--flink_version {flink.flink_version}: Maven serves Beam's Flink job server "
+                f"here for Flink {FLINK_VERSION} only; drop --flink_version, or give "
+                "--flink_job_server_jar"
+            )
+        flink.flink_version = FLINK_VERSION
+        flink.flink_job_server_jar = str(flink_job_server())
+    if not _given(argv, "--flink_master"):
+        flink.flink_master = "[local]"
+    server = options.view_as(JobServerOptions)
+    present = set(server.job_server_jvm_properties or [])
+    server.job_server_jvm_properties = [
+        *(server.job_server_jvm_properties or []),
+        *(flag for flag in JAVA_17_OPENS if flag not in present),
+    ]
+    portable = options.view_as(PortableOptions)
+    master = flink.flink_master.removeprefix("http://").removeprefix("https://")
+    if not portable.environment_type and master.startswith(_LOOPBACK_HOSTS):
+        # A cluster on this machine reaches an SDK harness in the launching process, as the
+        # embedded MiniCluster does; Beam's default for a remote master would be Docker.
+        portable.environment_type = "LOOPBACK"
+
+
+def _configure_prism(options, argv: list[str]) -> None:
+    from apache_beam.options.pipeline_options import PrismRunnerOptions
+
+    prism_options = options.view_as(PrismRunnerOptions)
+    if not prism_options.prism_location:
+        prism_options.prism_location = str(prism())
+    if not _given(argv, "--prism_log_level"):
+        prism_options.prism_log_level = "warn"  # its per-job INFO lines would mix with ours
+
+
+# beam-tally engines ----------------------------------------------------------------------
+
+HELP = f"""usage: beam-tally engines install flink|prism|flink-cluster|sdk-worker|all
+       beam-tally engines list
+
+Fetches the engines the jobs run on besides the DirectRunner into {cache_root()}
+($BEAM_TALLY_CACHE overrides it). A run with --runner=FlinkRunner or --runner=PrismRunner fetches
+what it needs by itself on first use; this does it ahead of time.
+
+  flink          Beam {FLINK_JOB_SERVER_BEAM}'s Flink {FLINK_VERSION} job server, Maven (java, mvn)
+  prism          Beam's Prism runner at the installed Beam's version, with go install (needs go)
+  flink-cluster  Flink {FLINK_DIST_VERSION} for scripts/flink_cluster.sh, from PyPI (needs java)
+  sdk-worker     the Python SDK worker's boot program, with go install (needs go)
+  all            every one of them
+
+'list' prints each engine with its path, or 'not fetched'."""
+
+
+def _cached(engine: str) -> Path | None:
+    root = cache_root()
+    paths = {
+        "flink": root
+        / f"flink-job-server-{FLINK_JOB_SERVER_BEAM}-flink-{FLINK_VERSION}"
+        / f"beam-runners-flink-{FLINK_VERSION}-job-server-{FLINK_JOB_SERVER_BEAM}.jar",
+        "prism": root / f"prism-{beam_version()}" / "prism",
+        "flink-cluster": root / f"flink-{FLINK_DIST_VERSION}",
+        "sdk-worker": root / f"sdk-worker-boot-{beam_version()}" / "sdk-worker-boot",
+    }
+    return paths[engine] if paths[engine].exists() else None
+
+
+def run(argv: list[str]) -> int:
+    parser = UsageParser(prog="beam-tally engines", allow_abbrev=False, add_help=False)
+    parser.add_argument("action", choices=["install", "list"])
+    parser.add_argument("engine", nargs="?", choices=[*ENGINES, "all"])
+    if any(arg in ("-h", "--help") for arg in argv):
+        raise HelpRequested(HELP)
+    args = parser.parse_args(argv)
+    if args.action == "list":
+        if args.engine:
+            raise UsageError("'engines list' takes no engine name")
+        for engine in ENGINES:
+            path = _cached(engine)
+            print(f"{engine:14} {path if path else 'not fetched'}")
+        return 0
+    if not args.engine:
+        raise UsageError(
+            "say which engine to install: flink, prism, flink-cluster, sdk-worker or all"
+        )
+    for engine in ENGINES if args.engine == "all" else (args.engine,):
+        print(f"{engine:14} {INSTALLERS[engine]()}")
+    return 0
