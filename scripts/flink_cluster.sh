@@ -117,6 +117,9 @@ with open(sys.argv[2], "w") as f:
 with open(sys.argv[3], "w") as f:
     f.write(f"127.0.0.1:{rest}\n")
 EOF
+# The daemons (and the SDK workers they start) run in the state folder, never in a checkout
+# whose packages a worker's `python -m` would import instead of the ones shipped to it.
+cd "$STATE"
 echo "starting a Flink cluster from $FLINK_HOME: a JobManager, $TASKMANAGERS TaskManager(s), 2 slots" >&2
 "$FLINK_HOME/bin/jobmanager.sh" start >/dev/null
 for _ in $(seq 1 "$TASKMANAGERS"); do "$FLINK_HOME/bin/taskmanager.sh" start >/dev/null; done
