@@ -10,6 +10,7 @@ import contextlib
 import glob
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -236,6 +237,67 @@ def test_lines_beyond_the_reorder_budget_are_late_once_and_nowhere_else(tmp_path
     reference = reference_alerts([r.timestamp for r in on_time], 10.0, 120)
     assert sorted((a["kind"], a["at"], a["hits"]) for a in alerts) == sorted(reference)
     assert reference  # the burst alerts
+
+
+def write_long_lines(path, first: int, seconds: int, rate: int, seed: int) -> list[int]:
+    """A CSV access log of ``rate`` lines a second over ``[first, first + seconds)``, each about
+    1 KB long (a padded query string), shuffled within 3 s; returns the event times in file
+    order."""
+    rng = random.Random(seed)
+    times = sorted((t for t in range(first, first + seconds) for _ in range(rate)),
+                   key=lambda t: t + rng.uniform(0, 3))  # fmt: skip
+    hosts = [f"10.0.{rng.randrange(4)}.{rng.randrange(256)}" for _ in range(40)]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('"remotehost","rfc931","authuser","date","request","status","bytes"\n')
+        for t in times:
+            section = rng.choice(["/api", "/report", "/static", "/login", "/admin", ""])
+            target = f"{section}/{rng.randrange(30)}?pad={'x' * rng.randrange(900, 1000)}"
+            handle.write(
+                f'"{rng.choice(hosts)}","-","{rng.choice(["-", "-", "mary", "wei"])}",{t},'
+                f'"GET {target} HTTP/1.1",{rng.choice([200, 200, 200, 304, 404, 500])},'
+                f"{rng.randrange(5000)}\n"
+            )
+    return times
+
+
+def test_a_file_that_lags_another_holds_the_stream_watermark_so_none_of_it_is_late(tmp_path):
+    """Two files of more than one read block each, one lagging the other by 60 s of event
+    time: the stream's watermark is the minimum over the files still read, so after the first
+    block of each the lagging file's next lines are still ahead of it. (Under the maximum, the
+    watermark follows the leading file and the lagging file's second block comes behind it:
+    about 800 lines would be late.) Every output equals the test's own computation."""
+    from beam_tally.produce import BLOCK
+
+    logs, out, delay = tmp_path / "logs", tmp_path / "live", 5
+    logs.mkdir()
+    lead = write_long_lines(logs / "lead.csv", START, 250, 20, seed=21)
+    lag = write_long_lines(logs / "lag.csv", START - 60, 250, 20, seed=22)
+    # The scenario: under the maximum, the lagging file's second block would be late.
+    newest_in_first_block = {}
+    for name, times in (("lead.csv", lead), ("lag.csv", lag)):
+        with open(logs / name, "rb") as handle:
+            first_block = handle.read(BLOCK)
+        lines = first_block.count(b"\n") - 1  # complete lines after the header
+        assert lines < len(times)
+        newest_in_first_block[name] = (max(times[:lines]), min(times[lines:]))
+    assert newest_in_first_block["lag.csv"][1] < newest_in_first_block["lead.csv"][0] - delay
+    producer_args = ("access", "--input", str(logs / "*.csv"), "--max_delay", str(delay))
+    with live(producer_args, "monitor", out) as (producer, consumer):
+        code = consumer.wait()
+        finished = producer.wait_for_line(
+            r"replay finished: [\d,]+ elements served \(([\d,]+) late\)", timeout=30
+        )
+    assert code == 0, consumer.errors[-10:]
+    requests = [r for name in ("lead.csv", "lag.csv") for r in read_requests(str(logs / name))[0]]
+    assert len(requests) == len(lead) + len(lag)
+    dead = read_outputs(str(out), "dead_letters")
+    assert (len(dead), finished[1]) == (0, "0"), dead[:1]
+    stats = read_outputs(str(out), "stats")
+    assert {s["start"]: s for s in stats} == window_stats(requests) and len(stats) == 31
+    alerts = read_outputs(str(out), "alerts")
+    expected = reference_alerts([r.timestamp for r in requests], 10.0, 120)
+    assert sorted((a["kind"], a["at"], a["hits"]) for a in alerts) == sorted(expected)
+    assert [kind for kind, _, _ in expected] == ["alert"]  # 40/s to the end: no recovery
 
 
 def test_live_monitor_follows_growing_files(tmp_path):
