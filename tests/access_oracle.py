@@ -26,6 +26,7 @@ class Request(NamedTuple):
     timestamp: int
     host: str
     user: str
+    method: str
     target: str
     status: int
     bytes: int
@@ -60,7 +61,17 @@ def read_requests(path: str) -> tuple[list[Request], int]:
                 timestamp = int(when.timestamp())
             size = 0 if match[9] == "-" else int(match[9])
             good.append(
-                Request(path, number, timestamp, match[1], match[3], match[6], int(match[8]), size)
+                Request(
+                    path,
+                    number,
+                    timestamp,
+                    match[1],
+                    match[3],
+                    match[5],
+                    match[6],
+                    int(match[8]),
+                    size,
+                )
             )
     return good, bad
 
