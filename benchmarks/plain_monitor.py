@@ -11,11 +11,11 @@ recovery lines of DESIGN.md on stdout, then a summary.
 
 What it shares with the pipeline, and what it does itself:
 
-* Parsing is the same work, so it reuses the project's pure parsers ``parse_csv_line`` and
-  ``parse_clf_line`` (``transforms/access_log.py``, unchanged). That module imports
-  ``AccessRecord`` from ``beam_tally.records``, which imports Apache Beam (about a second of
-  start-up); ``_load_parsers`` loads it under a private name with a Beam-free stand-in for that
-  one class, so that this script's start-up stays Python's and orjson's.
+* Parsing is its own (``LineParser``, below), written from the format rules of
+  ``transforms/access_log.py``'s docstring without its code: one regular expression for the
+  usual shape of each format, and for any other line a field-by-field check that names the
+  reason (the reason codes are the pipeline's). So the benchmark's comparison of outputs also
+  checks the project's parser, and this script's start-up stays Python's and orjson's.
 * Lines are read as bytes, decoded as UTF-8 and stripped of CR/LF as ``ReadLinesFn`` does; the
   format ``auto`` is decided per line by the leading quote of a CSV line, as the pipeline does.
 * The stats per ``--stats_window`` window (aligned to epoch multiples) are computed here, with
@@ -38,15 +38,13 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
 import os
 import re
 import sys
 import time
-import types
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import NamedTuple, TextIO
+from typing import TextIO
 
 import orjson
 
@@ -56,52 +54,166 @@ _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-class AccessRecord(NamedTuple):
-    """The fields of ``beam_tally.records.AccessRecord`` (the stand-in the parsers build)."""
-
-    host: str
-    ident: str
-    user: str
-    timestamp: int
-    method: str
-    path: str
-    section: str
-    protocol: str
-    status: int
-    bytes: int
-    source: str = ""
-    line: int = 0
+class BadLine(Exception):
+    """A line that does not parse; ``args[0]`` is its reason code."""
 
 
-def _load_parsers() -> types.ModuleType:
-    """``transforms/access_log.py`` as a private module whose ``AccessRecord`` is the one above.
-
-    If Beam's records module is already imported (a process that runs the pipeline too), the
-    real module is used as it is.
-    """
-    if "beam_tally.records" in sys.modules:
-        from transforms import access_log
-
-        return access_log
-    spec = importlib.util.find_spec("transforms.access_log")
-    if spec is None or spec.origin is None:
-        raise ImportError("transforms.access_log not found: install the project (pip install -e .)")
-    private = importlib.util.spec_from_file_location("_plain_monitor_access_log", spec.origin)
-    module = importlib.util.module_from_spec(private)
-    stand_in = types.ModuleType("beam_tally.records")
-    stand_in.AccessRecord = AccessRecord
-    sys.modules["beam_tally.records"] = stand_in
-    try:
-        private.loader.exec_module(module)
-    finally:
-        del sys.modules["beam_tally.records"]
-        package = sys.modules.get("beam_tally")
-        if package is not None and getattr(package, "records", None) is stand_in:
-            del package.records
-    return module
+_CTRL = "\x00-\x08\x0a-\x1f\x7f-\x9f"  # C0 but tab, DEL, C1
+_CONTROL_CHARS = re.compile(f"[{_CTRL}]")
+_NAME = f"[^\\s{_CTRL}\ufeff]+"
+_QUOTED = f'[^"{_CTRL}]*'
+_METHOD = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_PROTOCOL = r"HTTP/[0-9]+(?:\.[0-9]+)?"
+_REQUEST = f'"({_METHOD}) ([^\\s"{_CTRL}]+)(?: ({_PROTOCOL}))?"'
+_CLF_DATE = r"[0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}"
+CSV_USUAL = re.compile(
+    f'"({_QUOTED})","{_QUOTED}","({_QUOTED})",([0-9]{{1,12}}),{_REQUEST},([1-5][0-9][0-9]),'
+    r"([0-9]{1,18})"
+)
+CLF_USUAL = re.compile(
+    f"({_NAME}) {_NAME} ({_NAME}) \\[({_CLF_DATE})\\] {_REQUEST} ([1-5][0-9][0-9]) "
+    f"([0-9]{{1,18}}|-)(?:[ \\t][^{_CTRL}]*)?"
+)
+# The other lines, split by the rules: CSV fields quoted ("" for a quote) or bare, with blanks
+# around; CLF's request runs to the first quote followed by a blank or the end.
+_CSV_FIELD = re.compile(r'(?:[ \t]*"((?:[^"]|"")*)"[ \t]*|([^",]*))(,|\Z)')
+_CLF_SHAPE = re.compile(r'(\S+) (\S+) (\S+) \[([^\[\]]*)\] "(.*?)"(?:[ \t](.*))?')
+_CLF_LIKE = re.compile(r'[^\[]*\[[^\[\]]*\] "')
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
+HEADER = ["remotehost", "rfc931", "authuser", "date", "request", "status", "bytes"]
 
 
-access_log = _load_parsers()
+def section_of(target: str) -> str:
+    """A path up to its second ``/``, without query or fragment; an absolute URL's path (``/``
+    if none); another target up to its first ``/``, ``?`` or ``#`` (``/`` if nothing)."""
+    scheme = _SCHEME.match(target)
+    if scheme is not None:
+        target = target[scheme.end() :]
+        if not target.startswith("/"):
+            return "/"
+    if target.startswith("/"):
+        return "/" + re.split("[?#]", target, maxsplit=1)[0].split("/")[1]
+    return re.split("[/?#]", target, maxsplit=1)[0] or "/"
+
+
+class LineParser:
+    """``parse(text)``: ``(host, user, timestamp, section, status, bytes)`` of one line,
+    ``None`` for a blank line or the CSV header, ``BadLine(reason code)`` otherwise."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.sections: dict[str, str] = {}
+        self.times: dict[str, int] = {}
+
+    def section(self, target: str) -> str:
+        section = self.sections.get(target)
+        if section is None:
+            section = self.sections[target] = section_of(target)
+        return section
+
+    def clf_time(self, text: str) -> int:
+        epoch = self.times.get(text)
+        if epoch is None:
+            if re.fullmatch(_CLF_DATE, text) is None:
+                raise BadLine("bad date")
+            try:
+                when = datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z")
+            except ValueError:
+                raise BadLine("bad date") from None
+            epoch = int(when.timestamp())
+            if not 0 <= epoch <= MAX_TIMESTAMP:
+                raise BadLine("bad date")
+            self.times[text] = epoch
+        return epoch
+
+    def parse(self, text: str, fmt: str | None = None):
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        if (fmt or self.fmt) == "csv":
+            usual = CSV_USUAL.fullmatch(text)
+            if usual is None:
+                return self._csv(text)
+            host, user, date, _, target, _, status, size = usual.groups()
+            timestamp = int(date)
+            if timestamp > MAX_TIMESTAMP:
+                raise BadLine("bad date")
+        else:
+            usual = CLF_USUAL.fullmatch(text)
+            if usual is None:
+                return self._clf(text)
+            host, user, date, _, target, _, status, size = usual.groups()
+            timestamp = self.clf_time(date)
+        bytes_ = 0 if size == "-" else int(size)
+        return host, user, timestamp, self.section(target), int(status), bytes_
+
+    @staticmethod
+    def _clean(text: str) -> str:
+        text = text.strip(" \t\r\n")
+        if text.startswith("\ufeff"):
+            text = text[1:].strip(" \t\r\n")
+        if _CONTROL_CHARS.search(text):
+            raise BadLine("control characters")
+        return text
+
+    def _csv(self, text: str):
+        text = self._clean(text)
+        if not text:
+            return None
+        fields, position = [], 0
+        while True:
+            field = _CSV_FIELD.match(text, position)
+            if field is None:
+                raise BadLine("unparseable line")
+            quoted, bare, comma = field.groups()
+            fields.append(quoted.replace('""', '"') if quoted is not None else bare.strip(" \t"))
+            if not comma:
+                break
+            position = field.end()
+        if len(fields) != 7:
+            raise BadLine("wrong field count")
+        if [field.strip(" \t").lower() for field in fields] == HEADER:
+            return None
+        host, _, user, date, request, status, size = fields
+        date = date.strip(" \t")
+        if not date.isdigit() or not date.isascii() or int(date) > MAX_TIMESTAMP:
+            raise BadLine("bad date")
+        return self._rest(host, user, int(date), request, status, size)
+
+    def _clf(self, text: str):
+        text = self._clean(text)
+        if not text:
+            return None
+        shape = _CLF_SHAPE.fullmatch(text)
+        if shape is None:
+            like = _CLF_LIKE.match(text) is not None
+            raise BadLine(
+                "wrong field count"
+                if like and len(text.partition("[")[0].split()) != 3
+                else "unparseable line"
+            )
+        host, _, user, date, request, tail = shape.groups()
+        rest = (tail or "").split()
+        if len(rest) < 2:
+            raise BadLine("wrong field count")
+        return self._rest(host, user, self.clf_time(date), request, rest[0], rest[1])
+
+    def _rest(self, host, user, timestamp, request, status, size):
+        parts = request.split(" ")
+        if len(parts) not in (2, 3) or (
+            len(parts) == 3 and re.fullmatch(_PROTOCOL, parts[2]) is None
+        ):
+            raise BadLine("bad request")
+        if re.fullmatch(_METHOD, parts[0]) is None or re.fullmatch(r"\S+", parts[1]) is None:
+            raise BadLine("bad request")
+        status = status.strip(" \t")
+        if re.fullmatch("[1-5][0-9][0-9]", status) is None:
+            raise BadLine("bad status")
+        size = size.strip(" \t")
+        if size != "-" and (re.fullmatch("[0-9]{1,18}", size) is None):
+            raise BadLine("bad bytes")
+        bytes_ = 0 if size == "-" else int(size)
+        return host, user, timestamp, self.section(parts[1]), int(status), bytes_
 
 
 # --- JSON lines and console text, as beam_tally.records and beam_tally.console write them --------
@@ -246,9 +358,8 @@ def _scan(
 ) -> tuple[int, int, int]:
     """Reads one file into the window accumulators and per-second counts, writing its dead
     letters; returns its (lines, records, dead letters)."""
-    parse_csv, parse_clf = access_log.parse_csv_line, access_log.parse_clf_line
-    bad_line = access_log.BadLine
-    parse = parse_csv if fmt == "csv" else parse_clf
+    parser = LineParser("csv" if fmt == "csv" else "clf")
+    parse = parser.parse
     classes = _STATUS_CLASSES
     number = records = dead_letters = 0
     with open(path, "rb") as handle:
@@ -261,11 +372,12 @@ def _scan(
                 dead_out.write(dead_letter_json(path, number, reason, raw_text) + b"\n")
                 dead_letters += 1
                 continue
+            line_fmt = None
             if fmt == "auto":
-                parse = parse_csv if text.lstrip().startswith('"') else parse_clf
+                line_fmt = "csv" if text.lstrip(" \t\ufeff").startswith('"') else "clf"
             try:
-                record = parse(text)
-            except bad_line as bad:
+                record = parse(text, line_fmt)
+            except BadLine as bad:
                 reason, raw_text = str(bad.args[0]), truncate_raw(text)
                 dead_out.write(dead_letter_json(path, number, reason, raw_text) + b"\n")
                 dead_letters += 1
@@ -273,7 +385,7 @@ def _scan(
             if record is None:
                 continue
             records += 1
-            host, _, user, second, _, _, section, _, status, size = record[:10]
+            host, user, second, section, status, size = record
             per_second[second] = per_second.get(second, 0) + 1
             start = second - second % stats_window
             acc = windows.get(start)

@@ -1,12 +1,12 @@
 """The monitor command end to end on generated, shuffled CSV and CLF logs, against an
-independent computation (its own regexes and datetime, and the ten-line alert reference)."""
+independent computation (``access_oracle``: its own regexes, datetime and counters, and the
+ten-line alert reference)."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -15,43 +15,14 @@ from datetime import datetime
 import pytest
 
 from beam_tally.generate_access import generate_access
+from tests.access_oracle import read_requests, section, ties_at_the_cut, window_stats
 from tests.test_alert_rule import reference_alerts
-
-CSV_LINE = re.compile(r'^"([^"]*)","([^"]*)","([^"]*)",(\d+),"(\S+) (\S+) (\S+)",(\d{3}),(\d+)$')
-CLF_LINE = re.compile(
-    r'^(\S+) (\S+) (\S+) \[([^\]]+)\] "(\S+) (\S+) (\S+)" (\d{3}) (\d+|-)( "[^"]*" "[^"]*")?$'
-)
-CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def independent_parse(path: str):
     """(timestamp, bytes) of every good line, and the number of bad lines."""
-    good, bad = [], 0
-    with open(path, "rb") as handle:
-        for raw in handle:
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                bad += 1
-                continue
-            if not text.strip() or text.startswith('"remotehost"'):
-                continue
-            csv_match, clf_match = CSV_LINE.match(text), CLF_LINE.match(text)
-            if CONTROL.search(text) or not (csv_match or clf_match):
-                bad += 1
-            elif csv_match and 100 <= int(csv_match[8]) <= 599:
-                good.append((int(csv_match[4]), int(csv_match[9])))
-            elif clf_match and 100 <= int(clf_match[8]) <= 599:
-                try:
-                    when = datetime.strptime(clf_match[4], "%d/%b/%Y:%H:%M:%S %z")
-                except ValueError:  # e.g. 31/Feb
-                    bad += 1
-                    continue
-                size = 0 if clf_match[9] == "-" else int(clf_match[9])
-                good.append((int(when.timestamp()), size))
-            else:
-                bad += 1
-    return good, bad
+    good, bad = read_requests(path)
+    return [(r.timestamp, r.bytes) for r in good], bad
 
 
 def shuffle_lines(path: str, seed: int) -> None:
@@ -105,21 +76,25 @@ def test_monitor_exits_cleanly(monitored):
     assert sorted(os.listdir(out)) == ["alerts.jsonl", "dead_letters.jsonl", "stats.jsonl"]
 
 
-def test_stats_hits_and_bytes_of_every_window_equal_an_independent_count(monitored):
+def test_every_field_of_every_stats_window_equals_an_independent_computation(monitored):
     path, out, _, _ = monitored
-    good, _ = independent_parse(path)
-    expected: dict[int, list[int]] = {}
-    for timestamp, size in good:
-        entry = expected.setdefault(timestamp - timestamp % 10, [0, 0])
-        entry[0] += 1
-        entry[1] += size
+    good, _ = read_requests(path)
+    expected = window_stats(good)
     stats = read_jsonl(os.path.join(out, "stats.jsonl"))
-    assert {s["start"]: [s["hits"], s["bytes"]] for s in stats} == expected
-    assert all(s["end"] - s["start"] == 10 for s in stats)
-    for s in stats:
-        assert sum(s["status_classes"].values()) == s["hits"]
-        hits = [e["hits"] for e in s["sections"]]
-        assert hits == sorted(hits, reverse=True) and len(hits) <= 5
+    assert len(stats) == len(expected)  # one row per window
+    assert {s["start"]: s for s in stats} == expected
+    # The data exercises what the rows hold: ties at the cut of each top list (decided by
+    # name), errors, several status classes per window.
+    windows: dict[int, list] = {}
+    for r in good:
+        windows.setdefault(r.timestamp - r.timestamp % 10, []).append(r)
+    for key in ("host", "user"):
+        counts = [Counter(getattr(r, key) for r in members) for members in windows.values()]
+        assert any(ties_at_the_cut(c, 5) for c in counts), key
+    sections = [Counter(section(r.target) for r in members) for members in windows.values()]
+    assert any(ties_at_the_cut(c, 5) for c in sections)
+    assert sum(row["error_rate"] > 0 for row in expected.values()) > len(expected) / 4
+    assert max(len(row["status_classes"]) for row in expected.values()) >= 4
 
 
 def test_alerts_equal_the_reference_rule(monitored):
@@ -202,12 +177,25 @@ def test_crlf_bom_leading_blanks_and_no_final_newline(tmp_path, capsys):
 
 def test_relative_glob_without_a_directory_matches(tmp_path, monkeypatch, capsys):
     from beam_tally.cli import main
-    from beam_tally.generate_access import generate_access
 
     monkeypatch.chdir(tmp_path)
-    generate_access("two_1.csv", fmt="csv", seconds=30, rate=2, seed=1)
-    assert main(["monitor", "--input", "two_*.csv", "--output", "out"]) == 0
-    assert (tmp_path / "out" / "stats.jsonl").read_text().strip()
+    for name, fmt, seed in (("two_1.csv", "csv", 1), ("two_2.log", "clf", 2), ("x.csv", "csv", 3)):
+        generate_access(name, fmt=fmt, seconds=30, rate=2, bad_fraction=0.1, seed=seed)
+    assert main(["monitor", "--input", "two_*", "--output", "out"]) == 0
+    # Both matching files are read, and only they: every output against the two files.
+    requests, bad = [], 0
+    for name in ("two_1.csv", "two_2.log"):
+        good, bad_lines = read_requests(name)
+        requests += good
+        bad += bad_lines
+    stats = read_jsonl(str(tmp_path / "out" / "stats.jsonl"))
+    assert {s["start"]: s for s in stats} == window_stats(requests) and len(stats) >= 3
+    dead = read_jsonl(str(tmp_path / "out" / "dead_letters.jsonl"))
+    assert Counter(d["source"] for d in dead) == {
+        str(tmp_path / name): read_requests(name)[1] for name in ("two_1.csv", "two_2.log")
+    }  # by absolute path
+    assert len(dead) == bad > 0
+    assert read_jsonl(str(tmp_path / "out" / "alerts.jsonl")) == []  # 4 lines/s: no alert
     capsys.readouterr()
 
 

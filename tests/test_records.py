@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import orjson
+import pytest
 from apache_beam.coders import registry
 
 from beam_tally.records import (
@@ -110,6 +111,41 @@ def test_a_parsed_batch_round_trips_through_its_coder_and_is_sized_from_its_leng
         LogEntry("f.json", 0, "a@x", "7", "m"),
         LogEntry("f.json", 1, "b@x", None, None),
     ]
-    assert coder.get_impl().estimate_size(batch) == LogBatchConverter().estimate_byte_size(batch)
     # The lazy text columns travel as plain lists.
     assert type(pickle.loads(pickle.dumps(batch.ids))) is list
+
+
+def test_a_batch_is_sized_from_its_length_without_encoding_it():
+    """Beam samples the size of elements and batches it passes on: the estimate must not
+    encode the batch (the default would pickle thousands of logs per sample), must grow with
+    its length and stay near what the encoding really takes."""
+    coder, converter = registry.get_coder(LogBatch).get_impl(), LogBatchConverter()
+
+    def logs(count, message):
+        return [
+            {"id": i, "email": f"user{i % 50}@example.com", "message": message}
+            for i in range(count)
+        ]
+
+    typical, _ = parse_log_document(
+        "f.json", orjson.dumps({"logs": logs(1000, "login from 10.0.0.1")})
+    )
+    encoded = len(coder.encode(typical))
+    for estimate in (coder.estimate_size, converter.estimate_byte_size):
+        # Near the encoded size (within a factor of two either way) ...
+        assert encoded / 2 <= estimate(typical) <= encoded * 2
+        # ... proportional to the length, ...
+        sizes = {
+            n: estimate(
+                converter.produce_batch([LogEntry("f", i, "a@x", None, None) for i in range(n)])
+            )
+            for n in (0, 1, 2, 1000)
+        }
+        assert (
+            sizes[0] == 0 < sizes[1] and sizes[2] == 2 * sizes[1] and sizes[1000] == 1000 * sizes[1]
+        )
+        # ... and never from encoding: a batch whose columns cannot be pickled is sized.
+        unpicklable = LogBatch(["f"], [0], ["a@x"], [None], [lambda: None])
+        with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+            coder.encode(unpicklable)
+        assert estimate(unpicklable) == sizes[1]

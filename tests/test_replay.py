@@ -250,10 +250,15 @@ def test_an_empty_replay_ends_and_a_follow_never_does():
     assert list(stream_events(list, StreamSettings(), FakeClock())) == [End(), Watermark(POS_INF)]
     clock = FakeClock()
     events = stream_events(lambda: [Update("a", [], done=True)], StreamSettings(follow=True), clock)
+    seen = []
     for event in events:
-        assert event != End()
+        seen.append(event)
         if clock.now() > 1_010:
             break
+    else:  # the generator stopped: a follow session ended
+        pytest.fail(f"the follow session ended after {clock.now() - 1_000:g} s: {seen[-3:]}")
+    # Only heartbeats (no End, no +inf), about one a second.
+    assert all(isinstance(e, Watermark) and e.at < POS_INF for e in seen) and len(seen) >= 9
 
 
 def test_a_followed_file_that_went_quiet_gets_heartbeats_and_polls_sleep(tmp_path):

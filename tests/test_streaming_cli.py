@@ -10,6 +10,7 @@ import contextlib
 import glob
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -24,9 +25,9 @@ import pytest
 from beam_tally.generate import generate_tally
 from beam_tally.generate_access import DEFAULT_START as START
 from beam_tally.generate_access import generate_access
+from tests.access_oracle import Request, read_requests, window_stats
 from tests.conftest import independent_tally
 from tests.test_alert_rule import reference_alerts
-from tests.test_monitor_cli import CONTROL, CSV_LINE
 
 DEADLINE = 120  # seconds any one process may take
 
@@ -180,10 +181,13 @@ def test_live_alerts_equal_the_batch_alerts(live_monitor):
 def test_live_stats_and_dead_letters_equal_the_batch_ones(live_monitor):
     data, _, _, _ = live_monitor
     live, batch_stats = (
-        {s["start"]: (s["hits"], s["bytes"]) for s in read_outputs(str(data / d), "stats")}
-        for d in ("live", "batch")
+        {s["start"]: s for s in read_outputs(str(data / d), "stats")} for d in ("live", "batch")
     )
-    assert live == batch_stats
+    assert live == batch_stats  # every field of every window
+    requests = [
+        r for path in sorted(glob.glob(str(data / "logs" / "*"))) for r in read_requests(path)[0]
+    ]
+    assert batch_stats == window_stats(requests)
     live_dead, batch_dead = (
         Counter((d["source"], d["where"]) for d in read_outputs(str(data / d), "dead_letters"))
         for d in ("live", "batch")
@@ -198,20 +202,10 @@ def test_first_alert_is_printed_before_the_stream_ends(live_monitor):
     assert alerted < finished
 
 
-def good_csv_lines(path: str) -> dict[tuple[str, int], tuple[int, int]]:
-    """{(source, line number): (timestamp, bytes)} of every good line of a CSV access log,
-    with the test's own regex."""
-    good = {}
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                continue
-            match = CSV_LINE.match(text)
-            if match and not CONTROL.search(text) and 100 <= int(match[8]) <= 599:
-                good[(path, number)] = (int(match[4]), int(match[9]))
-    return good
+def good_lines(path: str) -> dict[tuple[str, int], Request]:
+    """{(source, line number): request} of every good line of an access log, in file order,
+    read by the test's own oracle."""
+    return {(r.source, r.line): r for r in read_requests(path)[0]}
 
 
 def test_lines_beyond_the_reorder_budget_are_late_once_and_nowhere_else(tmp_path):
@@ -226,28 +220,84 @@ def test_lines_beyond_the_reorder_budget_are_late_once_and_nowhere_else(tmp_path
     with live(("access", "--input", path, "--max_delay", "5"), "monitor", out) as (_, consumer):
         code = consumer.wait()
     assert code == 0, consumer.errors[-10:]
-    good = good_csv_lines(path)
+    good = good_lines(path)
     dead = read_outputs(str(out), "dead_letters")
     late = [(d["source"], d["where"]) for d in dead if d["reason"].startswith("late:")]
     expected_late, newest = set(), -1
-    for key, (timestamp, _) in good.items():  # in file order
-        if timestamp < newest - 5:
+    for key, request in good.items():  # in file order
+        if request.timestamp < newest - 5:
             expected_late.add(key)
-        newest = max(newest, timestamp)
+        newest = max(newest, request.timestamp)
     assert len(late) == len(set(late)) and set(late) == expected_late and len(late) > 20
     on_time = [good[key] for key in good if key not in set(late)]
-    expected: dict[int, list[int]] = {}
-    for timestamp, size in on_time:
-        window = expected.setdefault(timestamp - timestamp % 10, [0, 0])
-        window[0] += 1
-        window[1] += size
     stats = read_outputs(str(out), "stats")
-    assert {s["start"]: [s["hits"], s["bytes"]] for s in stats} == expected
-    assert len(stats) == len(expected)  # one row per window: no late panes
+    assert {s["start"]: s for s in stats} == window_stats(on_time)  # every field
+    assert len(stats) == len(window_stats(on_time))  # one row per window: no late panes
     alerts = read_outputs(str(out), "alerts")
-    reference = reference_alerts([t for t, _ in on_time], 10.0, 120)
+    reference = reference_alerts([r.timestamp for r in on_time], 10.0, 120)
     assert sorted((a["kind"], a["at"], a["hits"]) for a in alerts) == sorted(reference)
     assert reference  # the burst alerts
+
+
+def write_long_lines(path, first: int, seconds: int, rate: int, seed: int) -> list[int]:
+    """A CSV access log of ``rate`` lines a second over ``[first, first + seconds)``, each about
+    1 KB long (a padded query string), shuffled within 3 s; returns the event times in file
+    order."""
+    rng = random.Random(seed)
+    times = sorted((t for t in range(first, first + seconds) for _ in range(rate)),
+                   key=lambda t: t + rng.uniform(0, 3))  # fmt: skip
+    hosts = [f"10.0.{rng.randrange(4)}.{rng.randrange(256)}" for _ in range(40)]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('"remotehost","rfc931","authuser","date","request","status","bytes"\n')
+        for t in times:
+            section = rng.choice(["/api", "/report", "/static", "/login", "/admin", ""])
+            target = f"{section}/{rng.randrange(30)}?pad={'x' * rng.randrange(900, 1000)}"
+            handle.write(
+                f'"{rng.choice(hosts)}","-","{rng.choice(["-", "-", "mary", "wei"])}",{t},'
+                f'"GET {target} HTTP/1.1",{rng.choice([200, 200, 200, 304, 404, 500])},'
+                f"{rng.randrange(5000)}\n"
+            )
+    return times
+
+
+def test_a_file_that_lags_another_holds_the_stream_watermark_so_none_of_it_is_late(tmp_path):
+    """Two files of more than one read block each, one lagging the other by 60 s of event
+    time: the stream's watermark is the minimum over the files still read, so after the first
+    block of each the lagging file's next lines are still ahead of it. (Under the maximum, the
+    watermark follows the leading file and the lagging file's second block comes behind it:
+    about 800 lines would be late.) Every output equals the test's own computation."""
+    from beam_tally.produce import BLOCK
+
+    logs, out, delay = tmp_path / "logs", tmp_path / "live", 5
+    logs.mkdir()
+    lead = write_long_lines(logs / "lead.csv", START, 250, 20, seed=21)
+    lag = write_long_lines(logs / "lag.csv", START - 60, 250, 20, seed=22)
+    # The scenario: under the maximum, the lagging file's second block would be late.
+    newest_in_first_block = {}
+    for name, times in (("lead.csv", lead), ("lag.csv", lag)):
+        with open(logs / name, "rb") as handle:
+            first_block = handle.read(BLOCK)
+        lines = first_block.count(b"\n") - 1  # complete lines after the header
+        assert lines < len(times)
+        newest_in_first_block[name] = (max(times[:lines]), min(times[lines:]))
+    assert newest_in_first_block["lag.csv"][1] < newest_in_first_block["lead.csv"][0] - delay
+    producer_args = ("access", "--input", str(logs / "*.csv"), "--max_delay", str(delay))
+    with live(producer_args, "monitor", out) as (producer, consumer):
+        code = consumer.wait()
+        finished = producer.wait_for_line(
+            r"replay finished: [\d,]+ elements served \(([\d,]+) late\)", timeout=30
+        )
+    assert code == 0, consumer.errors[-10:]
+    requests = [r for name in ("lead.csv", "lag.csv") for r in read_requests(str(logs / name))[0]]
+    assert len(requests) == len(lead) + len(lag)
+    dead = read_outputs(str(out), "dead_letters")
+    assert (len(dead), finished[1]) == (0, "0"), dead[:1]
+    stats = read_outputs(str(out), "stats")
+    assert {s["start"]: s for s in stats} == window_stats(requests) and len(stats) == 31
+    alerts = read_outputs(str(out), "alerts")
+    expected = reference_alerts([r.timestamp for r in requests], 10.0, 120)
+    assert sorted((a["kind"], a["at"], a["hits"]) for a in alerts) == sorted(expected)
+    assert [kind for kind, _, _ in expected] == ["alert"]  # 40/s to the end: no recovery
 
 
 def test_live_monitor_follows_growing_files(tmp_path):
@@ -270,7 +320,7 @@ def test_live_monitor_follows_growing_files(tmp_path):
         generate_access(
             str(logs / "next.csv"), fmt="csv", seconds=120, rate=5, seed=10, start=START + 120
         )
-        newest = max(good_csv_lines(str(logs / "next.csv")).values())[0]
+        newest = max(r.timestamp for r in good_lines(str(logs / "next.csv")).values())
         last_closed = (newest - 5) - (newest - 5) % 10  # windows ending by the watermark
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -283,12 +333,12 @@ def test_live_monitor_follows_growing_files(tmp_path):
     assert code == 0, consumer.errors[-10:]
     batch("monitor", "--input", str(logs / "*.csv"), "--output", str(tmp_path / "batch"))
     expected = {
-        s["start"]: (s["hits"], s["bytes"])
+        s["start"]: s
         for s in read_outputs(str(tmp_path / "batch"), "stats")
         if s["end"] <= newest - 5
     }
-    live_stats = {s["start"]: (s["hits"], s["bytes"]) for s in read_outputs(str(out), "stats")}
-    assert live_stats == expected
+    live_stats = {s["start"]: s for s in read_outputs(str(out), "stats")}
+    assert live_stats == expected  # every field
     assert len(live_stats) >= 20 and not read_outputs(str(out), "dead_letters")
 
 
@@ -371,4 +421,15 @@ def test_a_stream_that_breaks_off_is_a_failed_run_not_a_clean_end(tmp_path):
         code = consumer.wait(timeout=60)
     assert code == 1
     assert any("broke off before its end" in line for line in consumer.errors)
-    assert read_outputs(str(out), "stats")  # what had arrived was written
+    # What had arrived was written: the first windows of the file, each whole but the last,
+    # which holds the lines that had arrived when the stream broke off (the exit status says
+    # the run failed).
+    expected = window_stats(read_requests(str(logs))[0])
+    stats = {s["start"]: s for s in read_outputs(str(out), "stats")}
+    starts = sorted(stats)
+    assert starts and starts == sorted(expected)[: len(starts)]
+    assert stats[starts[0]] == expected[starts[0]]  # the block printed before the kill
+    for start in starts[:-1]:
+        assert stats[start] == expected[start]
+    last, whole = stats[starts[-1]], expected[starts[-1]]
+    assert last["hits"] <= whole["hits"] and last["bytes"] <= whole["bytes"]

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
@@ -107,6 +108,54 @@ def test_streaming_late_line_is_a_dead_letter_not_a_silent_drop():
         assert_that(
             result[ALERTS] | beam.Map(lambda a: (a.kind, a.at, a.hits)),
             equal_to(reference_alerts([*on_time, 131], 0.1, 10)),
+            label="Alerts",
+        )
+
+
+@pytest.mark.parametrize(
+    ("max_delay", "watermark"),
+    [
+        (5, 124),  # the watermark exactly max_delay behind the newest second: nothing evaluated
+        (5, 125),  # one second more: every second the watermark passed is evaluated
+        (5, 127),  # between newest - max_delay and newest
+        (5, 140),  # past the newest second
+        (2, 127),  # another max_delay: exactly max_delay behind
+        (2, 128),  # and one second more
+    ],
+)
+def test_when_a_second_is_evaluated_relative_to_max_delay(max_delay, watermark):
+    """The detector evaluates nothing while the watermark is ``max_delay`` seconds or less
+    behind the newest second it has seen; once the watermark is further ahead, every second the
+    watermark has passed is evaluated, and a line for it that comes after is late (a dead
+    letter, not counted). The rule, by hand: second ``s`` is evaluated when ``watermark >
+    newest - max_delay`` and ``s < watermark``."""
+    newest = 129
+    on_time = burst(100, 30, 1)  # one line a second, 100..129
+    probes = list(range(119, 130))  # then one line for each of the last eleven seconds
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements(stamped([record(t, line=t) for t in on_time]))
+        .advance_watermark_to(watermark)
+        .add_elements(stamped([record(s, line=1000 + s) for s in probes]))
+        .advance_watermark_to(200)
+        .advance_watermark_to_infinity()
+    )
+    late = [s for s in probes if watermark > newest - max_delay and s < watermark]
+    counted = on_time + [s for s in probes if s not in late]
+    # 1/s over a 10 s window is an average of exactly 1.0, not above the threshold: each
+    # counted probe changes the alerts, so they show which probes were counted.
+    expected_alerts = reference_alerts(counted, 1.0, 10)
+    assert bool(expected_alerts) == (len(late) < len(probes))  # a counted probe alerts
+    with streaming_pipeline() as p:
+        result = p | stream | DetectHighTraffic(1.0, 10, max_delay=max_delay)
+        assert_that(
+            result[LATE] | beam.Map(lambda d: (d.source, d.where, d.reason.split(":")[0])),
+            equal_to([("f", 1000 + s, "late") for s in late]),
+        )
+        assert_that(
+            result[ALERTS] | beam.Map(lambda a: (a.kind, a.at, a.hits)),
+            equal_to(expected_alerts),
             label="Alerts",
         )
 
