@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 from beam_tally.records import Alert, GlobalTally, TallyEntry, TrafficStats
-from beam_tally.timefmt import iso_utc
+from beam_tally.timefmt import iso_utc, utc_text
 
 # C0 and C1 controls, DEL, and the Unicode bidirectional controls that can reorder a line.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -72,11 +71,11 @@ def _closing(ended: str | None, output: str) -> list[str]:
 
 
 def human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if size < 1024 or unit == "PB":
             return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
         size /= 1024
-    return f"{size:,.1f} TB"  # pragma: no cover - the loop always returns
+    return f"{size:,.1f} PB"  # pragma: no cover - the loop always returns
 
 
 def _ranked(entries, fmt=str) -> str:
@@ -85,12 +84,11 @@ def _ranked(entries, fmt=str) -> str:
 
 def format_stats(stats: TrafficStats) -> str:
     """A short, aligned block for one stats window."""
-    start = datetime.fromtimestamp(stats.start, UTC)
-    end = datetime.fromtimestamp(stats.end, UTC)
     statuses = "  ".join(f"{s.name} {s.value:,}" for s in stats.status_classes)
     return "\n".join(
         [
-            f"{start:%Y-%m-%d %H:%M:%S}-{end:%H:%M:%S} UTC  {stats.hits:,} hits  "
+            f"{utc_text(stats.start)}-{utc_text(stats.end, with_date=False)} UTC  "
+            f"{stats.hits:,} hits  "
             f"{human_bytes(stats.bytes)}  {statuses}  errors {stats.error_rate:.1%}",
             f"  sections  {_ranked(stats.sections, '{:,}'.format)}",
             f"  hosts     {_ranked(stats.hosts_by_hits, '{:,}'.format)}"

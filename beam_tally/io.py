@@ -5,6 +5,8 @@ writes several line-per-element files under the output directory in one sink. ``
 prints formatted elements on stdout.
 """
 
+import glob
+import os
 import shutil
 import sys
 import uuid
@@ -44,6 +46,37 @@ def matching_files(pattern: str) -> list[str]:
     """Paths that ``pattern`` matches now (used by the CLI to reject an empty match early)."""
     results = FileSystems.match([pattern])
     return sorted(meta.path for result in results for meta in result.metadata_list)
+
+
+def literal_pattern(path: str) -> str:
+    """``path`` as a pattern that matches itself only (``[``, ``*`` and ``?`` escaped)."""
+    return glob.escape(path)
+
+
+def list_directory(directory: str) -> list[str]:
+    """The paths of the files directly under ``directory``, named literally (a local directory
+    is listed, not globbed, so ``[`` in its name is only a character)."""
+    if "://" in directory:  # gs://, s3://: through Beam, with the directory's name escaped
+        pattern = FileSystems.join(literal_pattern(directory), "*")
+        return [meta.path for meta in FileSystems.match([pattern])[0].metadata_list]
+    if not os.path.isdir(directory):
+        return []
+    return [os.path.join(directory, name) for name in os.listdir(directory)]
+
+
+def remove_paths(paths: list[str]) -> None:
+    """Removes files (and folders, with what they hold) named literally: Beam's local delete
+    would take each path for a glob, and fail on one holding ``[``."""
+    remote = [path for path in paths if "://" in path]
+    if remote:
+        FileSystems.delete(remote)
+    for path in paths:
+        if "://" in path:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
 
 
 def _path_of(meta) -> tuple[str | None, DeadLetter | None]:
@@ -191,11 +224,11 @@ class _RemoveTempDirFn(beam.DoFn):
         self.temp_dir = temp_dir
 
     def process(self, finals: list[str]):
-        parts = [m.path for r in FileSystems.match([self.temp_dir + "/*"]) for m in r.metadata_list]
+        parts = list_directory(self.temp_dir)
         if parts:
-            FileSystems.delete(parts)
+            remove_paths(parts)
         if FileSystems.exists(self.temp_dir):
-            FileSystems.delete([self.temp_dir])
+            remove_paths([self.temp_dir])
         yield from finals
 
 

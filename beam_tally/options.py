@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import (
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
 from beam_tally.io import matching_files
+from beam_tally.paths import input_pattern
 
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = [
@@ -163,9 +164,8 @@ def check_source(options) -> str | None:
 
 
 def absolute_pattern(pattern: str) -> str:
-    """A local pattern made absolute (Beam's local filesystem matches nothing for a bare
-    relative glob such as ``logs_*.json``); patterns with a scheme (``gs://``) are kept."""
-    return pattern if "://" in pattern else os.path.abspath(pattern)
+    """``paths.input_pattern``: absolute, and literal when it names a file."""
+    return input_pattern(pattern)
 
 
 def check_input_output(options, input_example: str, generate_hint: str) -> None:

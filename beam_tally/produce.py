@@ -19,6 +19,7 @@ import time
 from concurrent import futures
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.paths import input_pattern
 from beam_tally.replay import Elements, End, Session, StreamSettings, SystemClock, Update
 
 HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
@@ -55,8 +56,8 @@ def _parser() -> UsageParser:
 
 
 def _pattern(path: str) -> str:
-    path = os.path.abspath(path)
-    return os.path.join(path, "*") if os.path.isdir(path) else path
+    pattern = input_pattern(path)
+    return os.path.join(pattern, "*") if os.path.isdir(os.path.abspath(path)) else pattern
 
 
 def _matches(pattern: str) -> list[str]:
