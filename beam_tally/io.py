@@ -323,9 +323,12 @@ class ReadLinesFn(beam.DoFn):
         fmt = None  # the file's format, told from its first block
         dead_letters: list[DeadLetter] = []
         tail = b""
+        cr_only = None  # whether lines end with CR alone (classic Mac OS), told at the start
         try:
             for piece in read_pieces(path, self.max_file_bytes, self.BLOCK):
-                block = tail + piece
+                if cr_only is None:
+                    cr_only = b"\n" not in piece and b"\r" in piece
+                block = tail + (piece.replace(b"\r", b"\n") if cr_only else piece)
                 cut = block.rfind(b"\n") + 1
                 block, tail = block[:cut], block[cut:]
                 if len(tail) > MAX_LINE_BYTES:  # no line end in sight: not a line to keep

@@ -29,7 +29,7 @@ from beam_tally.sources import (
     open_input,
     read_pieces,
 )
-from beam_tally.terminal import say
+from beam_tally.terminal import escape_control, say
 
 HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
           [--follow] [--max_delay 5] [--format auto|csv|clf]
@@ -39,6 +39,8 @@ Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --s
   tally          logs_xx.json documents, oldest first, each stamped with the time it is served
   --input GLOB   files to read (quote the glob), or a folder
   --serve H:P    address to serve on, loopback (port 0 picks a free one and prints it)
+  --allow_remote allow an address other hosts can reach (the stream is unauthenticated)
+  --max_file_bytes N  content read from one file at most, decompressed (default 1 GiB)
   --speedup N    pace by event time divided by N (default: as fast as possible)
   --follow       keep reading lines appended to the files and new files matching GLOB
   --max_delay S  reorder budget and watermark delay behind the newest line (default 5)
@@ -60,6 +62,7 @@ def _parser() -> UsageParser:
     parser.add_argument("--max_delay", type=float, default=5.0)
     parser.add_argument("--format", default="auto", choices=["auto", "csv", "clf"])
     parser.add_argument("--max_file_bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
+    parser.add_argument("--allow_remote", action="store_true")
     parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
     return parser
@@ -100,6 +103,7 @@ class AccessFileReader:
         self.line = 0
         self.tail = b""
         self.skipping = False  # inside a line too long to send, until its newline
+        self.cr_only: bool | None = None  # told from the first bytes read
 
     def read(self, final: bool) -> tuple[list, bool]:
         """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
@@ -154,7 +158,9 @@ class AccessFileReader:
         from beam_tally.records import AccessLine
         from transforms import access_log
 
-        data = self.tail + block
+        if self.cr_only is None and block:  # lines ending with CR alone (classic Mac OS)
+            self.cr_only = b"\n" not in block and b"\r" in block
+        data = self.tail + (block.replace(b"\r", b"\n") if self.cr_only else block)
         if self.skipping:
             newline = data.find(b"\n")
             if newline < 0:
@@ -462,12 +468,39 @@ def serve(args) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (of ``--serve HOST:PORT``) is reachable from this machine only: a
+    loopback address or ``localhost``. ``0.0.0.0``, ``[::]`` and other addresses are not."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def run(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         raise HelpRequested(HELP)
     args = _parser().parse_args(argv)
     if ":" not in args.serve:
         raise UsageError("--serve needs HOST:PORT, e.g. --serve 127.0.0.1:50051")
+    host = args.serve.rsplit(":", 1)[0]
+    if not is_loopback(host):
+        if not args.allow_remote:
+            raise UsageError(
+                f"--serve {args.serve} is reachable from other hosts, and the stream is "
+                "unauthenticated: serve on 127.0.0.1 (or [::1]), or add --allow_remote"
+            )
+        print(
+            f"produce: warning: serving on {escape_control(args.serve)} to the network: anyone "
+            "who can reach it reads every line, unauthenticated and unencrypted",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.speedup is not None and args.speedup <= 0:
         raise UsageError("--speedup must be a positive number")
     if args.max_delay < 0:
