@@ -27,6 +27,7 @@ from beam_tally.sources import (
     LINE_TOO_LONG,
     UNREADABLE,
     FileProblem,
+    cr_only_endings,
     match_input,
     read_pieces,
     unreadable,
@@ -326,9 +327,11 @@ class ReadLinesFn(beam.DoFn):
         cr_only = None  # whether lines end with CR alone (classic Mac OS), told at the start
         try:
             for piece in read_pieces(path, self.max_file_bytes, self.BLOCK):
+                block = tail + piece
                 if cr_only is None:
-                    cr_only = b"\n" not in piece and b"\r" in piece
-                block = tail + (piece.replace(b"\r", b"\n") if cr_only else piece)
+                    cr_only = cr_only_endings(block)
+                if cr_only:
+                    block = block.replace(b"\r", b"\n")
                 cut = block.rfind(b"\n") + 1
                 block, tail = block[:cut], block[cut:]
                 if len(tail) > MAX_LINE_BYTES:  # no line end in sight: not a line to keep

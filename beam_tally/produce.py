@@ -25,6 +25,7 @@ from beam_tally.sources import (
     TOO_LARGE,
     FileProblem,
     Inflater,
+    cr_only_endings,
     match_input,
     open_input,
     read_pieces,
@@ -158,9 +159,11 @@ class AccessFileReader:
         from beam_tally.records import AccessLine
         from transforms import access_log
 
-        if self.cr_only is None and block:  # lines ending with CR alone (classic Mac OS)
-            self.cr_only = b"\n" not in block and b"\r" in block
-        data = self.tail + (block.replace(b"\r", b"\n") if self.cr_only else block)
+        data = self.tail + block
+        if self.cr_only is None:  # lines ending with CR alone (classic Mac OS)
+            self.cr_only = cr_only_endings(data)
+        if self.cr_only:
+            data = data.replace(b"\r", b"\n")
         if self.skipping:
             newline = data.find(b"\n")
             if newline < 0:

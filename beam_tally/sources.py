@@ -147,6 +147,18 @@ def match_input(pattern: str) -> tuple[list[str], list[tuple[str, str]]]:
     return sorted(files), sorted(problems)
 
 
+_LONE_CR = re.compile(rb"\r[^\n]")
+
+
+def cr_only_endings(start: bytes) -> bool | None:
+    """Whether a file whose first bytes are ``start`` ends its lines with CR alone (classic
+    Mac OS): False once a LF is seen, True once a CR is followed by anything else, None while
+    ``start`` cannot tell (a CR at its very end may be half of a CRLF)."""
+    if b"\n" in start:
+        return False
+    return True if _LONE_CR.search(start) else None
+
+
 # --- Opening -------------------------------------------------------------------------------------
 def open_input(path: str):
     """A binary handle on the raw bytes of ``path``; ``FileProblem`` if it is not a regular
