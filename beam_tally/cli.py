@@ -11,6 +11,7 @@ import os
 import sys
 
 from beam_tally.errors import FetchError, HelpRequested, UsageError
+from beam_tally.terminal import escape_control
 
 USAGE = """usage: beam-tally COMMAND [options]
 
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(
-            f"beam-tally: unknown command {command!r}; use one of {', '.join(COMMANDS)} "
-            "(beam-tally --help)",
+            f"beam-tally: unknown command {escape_control(repr(command))}; use one of "
+            f"{', '.join(COMMANDS)} (beam-tally --help)",
             file=sys.stderr,
         )
         return 2
@@ -92,12 +93,13 @@ def _run(command: str, rest: list[str]) -> int:
         return 0
     except UsageError as err:
         print(
-            f"beam-tally {command}: error: {err} (see 'beam-tally {command} --help')",
+            f"beam-tally {command}: error: {escape_control(str(err))} "
+            f"(see 'beam-tally {command} --help')",
             file=sys.stderr,
         )
         return 2
     except FetchError as err:
-        print(f"beam-tally {command}: {err}", file=sys.stderr)
+        print(f"beam-tally {command}: {escape_control(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"beam-tally {command}: interrupted", file=sys.stderr)
@@ -105,7 +107,7 @@ def _run(command: str, rest: list[str]) -> int:
     except Exception as err:
         if os.environ.get("BEAM_TALLY_DEBUG"):
             raise
-        message = " ".join(str(err).split())[:500]
+        message = escape_control(" ".join(str(err).split())[:500])
         print(
             f"beam-tally {command}: the run failed: {type(err).__name__}: {message} "
             "(set BEAM_TALLY_DEBUG=1 for the traceback)",

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 from beam_tally.records import Alert, GlobalTally, TallyEntry, TrafficStats
-from beam_tally.timefmt import iso_utc
+from beam_tally.sources import DAMAGED, LINE_TOO_LONG, TOO_LARGE
+from beam_tally.terminal import escape_control
+from beam_tally.timefmt import iso_utc, utc_text
 
-# C0 and C1 controls, DEL, and the Unicode bidirectional controls that can reorder a line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def escape_control(text: str) -> str:
-    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u202e``)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+UNFINISHED_FILES = (DAMAGED, TOO_LARGE, LINE_TOO_LONG)  # reason codes of files read in part
 
 
 def format_entries(entries: Sequence[TallyEntry], limit: int, indent: str = "  ") -> list[str]:
@@ -68,15 +62,15 @@ def _dead_letters(counters: Mapping[str, int], reasons: Mapping[str, int]) -> st
 
 def _closing(ended: str | None, output: str) -> list[str]:
     """The last lines of a closing summary: how a live run ended, where the outputs are."""
-    return [*([f"live run: {ended}"] if ended else []), f"outputs: {output}"]
+    return [*([f"live run: {ended}"] if ended else []), f"outputs: {escape_control(output)}"]
 
 
 def human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if size < 1024 or unit == "PB":
             return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
         size /= 1024
-    return f"{size:,.1f} TB"  # pragma: no cover - the loop always returns
+    return f"{size:,.1f} PB"  # pragma: no cover - the loop always returns
 
 
 def _ranked(entries, fmt=str) -> str:
@@ -85,12 +79,11 @@ def _ranked(entries, fmt=str) -> str:
 
 def format_stats(stats: TrafficStats) -> str:
     """A short, aligned block for one stats window."""
-    start = datetime.fromtimestamp(stats.start, UTC)
-    end = datetime.fromtimestamp(stats.end, UTC)
     statuses = "  ".join(f"{s.name} {s.value:,}" for s in stats.status_classes)
     return "\n".join(
         [
-            f"{start:%Y-%m-%d %H:%M:%S}-{end:%H:%M:%S} UTC  {stats.hits:,} hits  "
+            f"{utc_text(stats.start)}-{utc_text(stats.end, with_date=False)} UTC  "
+            f"{stats.hits:,} hits  "
             f"{human_bytes(stats.bytes)}  {statuses}  errors {stats.error_rate:.1%}",
             f"  sections  {_ranked(stats.sections, '{:,}'.format)}",
             f"  hosts     {_ranked(stats.hosts_by_hits, '{:,}'.format)}"
@@ -127,6 +120,12 @@ def format_monitor_summary(
         f"requests, {counters.get('stats_windows', 0):,} stats windows, {alerts:,} alerts, "
         f"{recoveries:,} recoveries, {_dead_letters(counters, reasons)}, {seconds:.2f} s"
     ]
-    if alerts > recoveries:
+    unfinished = sum(reasons.get(code, 0) for code in UNFINISHED_FILES)
+    if alerts > recoveries and unfinished:  # the input's end is not known: only what was read
+        lines.append(
+            f"alert still active at the end of what was read ({unfinished:,} files were not "
+            "read to their end)"
+        )
+    elif alerts > recoveries:
         lines.append("alert still active at the end of the input")
     return "\n".join([*lines, *_closing(ended, output)])

@@ -16,6 +16,7 @@ import uuid
 import orjson
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.terminal import escape_control
 
 FIRST = [
     "james",
@@ -226,7 +227,8 @@ def run(argv: list[str]) -> int:
         seed=args.seed,
     )
     print(
-        f"wrote {written['files']:,} files to {args.out}: {written['logs']:,} valid logs and "
+        f"wrote {written['files']:,} files to {escape_control(args.out)}: "
+        f"{written['logs']:,} valid logs and "
         f"{written['bad_logs']:,} bad logs in good files, {written['bad_files']:,} bad files, "
         f"{written['empty_files']:,} empty files"
     )

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.terminal import escape_control
 from beam_tally.timefmt import iso_utc
 
 FORMATS = ("csv", "clf")
@@ -420,7 +421,8 @@ def run(argv: list[str]) -> int:
         utc_offset=args.utc_offset,
     )
     print(
-        f"wrote {counts['lines']:,} {args.fmt} lines to {args.out}: {counts['good']:,} good, "
+        f"wrote {counts['lines']:,} {args.fmt} lines to {escape_control(args.out)}: "
+        f"{counts['good']:,} good, "
         f"{counts['bad']:,} bad, event time {_iso_or_dash(counts['first'])} .. "
         f"{_iso_or_dash(counts['last'])}"
     )

@@ -5,6 +5,8 @@ writes several line-per-element files under the output directory in one sink. ``
 prints formatted elements on stdout.
 """
 
+import glob
+import os
 import shutil
 import sys
 import uuid
@@ -15,24 +17,28 @@ from typing import Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_tally.records import AccessLine, DeadLetter, SourceFile, truncate_raw
+from beam_tally.sources import (
+    DEFAULT_MAX_FILE_BYTES,
+    LINE_TOO_LONG,
+    UNREADABLE,
+    FileProblem,
+    cr_only_endings,
+    match_input,
+    read_pieces,
+    unreadable,
+)
 from transforms import access_log
 from transforms.list_batches import LineList
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
-UNREADABLE = "unreadable file"
-
-
-def unreadable(err: Exception) -> str:
-    """The dead-letter reason for a file that could not be read."""
-    return f"{UNREADABLE}: {type(err).__name__}: {err}"
-
+MAX_LINE_BYTES = 64 << 20
+"""A line longer than this (64 MiB, no line end in sight) ends the file's reading: held whole,
+one such line per worker would be the memory limit."""
 
 _as_access_line = partial(tuple.__new__, AccessLine)
 _COPY_CHUNK = 1 << 20
@@ -40,62 +46,140 @@ _NO_PART = ("", "")
 _KEYED_PART = tuple[str, tuple[str, str]]  # (temporary directory, (file name, part path))
 
 
-def matching_files(pattern: str) -> list[str]:
-    """Paths that ``pattern`` matches now (used by the CLI to reject an empty match early)."""
+def _match(pattern: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """``sources.match_input`` for a local pattern; through Beam's FileSystems for a scheme."""
+    if "://" not in pattern:
+        return match_input(pattern)
     results = FileSystems.match([pattern])
-    return sorted(meta.path for result in results for meta in result.metadata_list)
+    return sorted(meta.path for result in results for meta in result.metadata_list), []
 
 
-def _path_of(meta) -> tuple[str | None, DeadLetter | None]:
-    """A matched file's path; a name that is not valid Unicode cannot be carried (or written in
-    JSON) and becomes a dead letter (already counted) under an escaped form of the name."""
+def matching_files(pattern: str) -> list[str]:
+    """Names that ``pattern`` matches now, files to read or not (used by the CLI to reject an
+    empty match early)."""
+    files, problems = _match(pattern)
+    return sorted(files + [name for name, _ in problems])
+
+
+def _path_ok(path: str) -> DeadLetter | None:
+    """None for a name that is valid Unicode; else its dead letter (counted), under an escaped
+    form of the name: such a name cannot be carried (or written in JSON)."""
     try:
-        meta.path.encode("utf-8")
+        path.encode("utf-8")
     except UnicodeEncodeError:
-        shown = meta.path.encode("utf-8", "backslashreplace").decode("utf-8")
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         dead = DeadLetter(shown, None, f"{UNREADABLE}: file name is not valid Unicode", "")
         count_dead_letter(dead)
-        return None, dead
-    return meta.path, None
+        return dead
+    return None
+
+
+class _MatchFn(beam.DoFn):
+    """The pattern -> each regular file it matches (a path), and a dead letter (counted) for
+    every other name it matches: special files, folders, broken links, unlistable folders."""
+
+    def process(self, pattern: str):
+        files, problems = _match(pattern)
+        for path in files:
+            dead = _path_ok(path)
+            yield path if dead is None else pvalue.TaggedOutput(DEAD_LETTERS, dead)
+        for name, reason in problems:
+            dead = _path_ok(name) or DeadLetter(name, None, reason, "")
+            if dead.reason == reason:
+                count_dead_letter(dead)
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+
+
+class MatchInputFiles(beam.PTransform):
+    """``PBegin`` -> ``files`` (the path of each regular file ``pattern`` matches) and
+    ``dead_letters`` (one per other name it matches, saying why it is not read)."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Pattern" >> beam.Create([self.pattern])
+            | "Match" >> beam.ParDo(_MatchFn()).with_outputs(DEAD_LETTERS, main="files")
+        )
+
+
+def literal_pattern(path: str) -> str:
+    """``path`` as a pattern that matches itself only (``[``, ``*`` and ``?`` escaped)."""
+    return glob.escape(path)
+
+
+def list_directory(directory: str) -> list[str]:
+    """The paths of the files directly under ``directory``, named literally (a local directory
+    is listed, not globbed, so ``[`` in its name is only a character)."""
+    if "://" in directory:  # gs://, s3://: through Beam, with the directory's name escaped
+        pattern = FileSystems.join(literal_pattern(directory), "*")
+        return [meta.path for meta in FileSystems.match([pattern])[0].metadata_list]
+    if not os.path.isdir(directory):
+        return []
+    return [os.path.join(directory, name) for name in os.listdir(directory)]
+
+
+def remove_paths(paths: list[str]) -> None:
+    """Removes files (and folders, with what they hold) named literally: Beam's local delete
+    would take each path for a glob, and fail on one holding ``[``."""
+    remote = [path for path in paths if "://" in path]
+    if remote:
+        FileSystems.delete(remote)
+    for path in paths:
+        if "://" in path:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
 
 
 class ReadFileFn(beam.DoFn):
-    """Reads a whole matched file (a ``FileMetadata``) through Beam's FileSystems (so any
-    registered scheme works and ``.gz``/``.bz2`` are decompressed); an unreadable file, or a
-    name that is not valid Unicode, becomes a dead letter."""
+    """Reads a whole matched file (its path) with ``sources.read_pieces`` (any scheme Beam's
+    FileSystems know, compressed files decompressed, at most ``max_file_bytes``); a file that
+    is unreadable, damaged or too large, or a name that is not valid Unicode, becomes a dead
+    letter."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+        self.max_file_bytes = max_file_bytes
         self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
 
-    def process(self, meta):
-        path, dead = _path_of(meta)
+    def process(self, path: str):
+        dead = _path_ok(path)
         if dead is not None:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
             return
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-                content = handle.read()
+            content = b"".join(read_pieces(path, self.max_file_bytes))
+        except FileProblem as problem:
+            reason = str(problem.args[0])
         except Exception as err:
-            dead = DeadLetter(path, None, unreadable(err), "")
-            count_dead_letter(dead)
-            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            reason = unreadable(err)
+        else:
+            self.files.inc()
+            yield SourceFile(path, content)
             return
-        self.files.inc()
-        yield SourceFile(path, content)
+        dead = DeadLetter(path, None, reason, "")
+        count_dead_letter(dead)
+        yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
 
 
 def _read_matching(pbegin, pattern: str, read_fn: beam.DoFn, main: str) -> dict:
     """Match ``pattern``, spread the matches over workers, read each with ``read_fn`` (which
-    takes a ``FileMetadata``): returns ``{main: what it reads, "dead_letters": bad names and
-    unreadable files}``. Matches are reshuffled before reading so that contents are read inside
-    the stage that processes them."""
+    takes a path): returns ``{main: what it reads, "dead_letters": names not read and files
+    not read to their end}``. Matches are reshuffled before reading so that contents are read
+    inside the stage that processes them."""
+    matched = pbegin | "Match" >> MatchInputFiles(pattern)
     read = (
-        pbegin
-        | "Match" >> fileio.MatchFiles(pattern)
+        matched["files"]
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(read_fn).with_outputs(DEAD_LETTERS, main=main)
     )
-    return {main: read[main], DEAD_LETTERS: read[DEAD_LETTERS]}
+    dead_letters = (matched[DEAD_LETTERS], read[DEAD_LETTERS]) | "ReadDeadLetters" >> beam.Flatten()
+    return {main: read[main], DEAD_LETTERS: dead_letters}
 
 
 class ReadLogFiles(beam.PTransform):
@@ -106,12 +190,13 @@ class ReadLogFiles(beam.PTransform):
     per-file tallies cross the shuffle that follows).
     """
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         super().__init__()
         self.pattern = pattern
+        self.max_file_bytes = max_file_bytes
 
     def expand(self, pbegin):
-        return _read_matching(pbegin, self.pattern, ReadFileFn(), "files")
+        return _read_matching(pbegin, self.pattern, ReadFileFn(self.max_file_bytes), "files")
 
 
 class WriteBundleFn(beam.DoFn):
@@ -191,11 +276,11 @@ class _RemoveTempDirFn(beam.DoFn):
         self.temp_dir = temp_dir
 
     def process(self, finals: list[str]):
-        parts = [m.path for r in FileSystems.match([self.temp_dir + "/*"]) for m in r.metadata_list]
+        parts = list_directory(self.temp_dir)
         if parts:
-            FileSystems.delete(parts)
+            remove_paths(parts)
         if FileSystems.exists(self.temp_dir):
-            FileSystems.delete([self.temp_dir])
+            remove_paths([self.temp_dir])
         yield from finals
 
 
@@ -210,16 +295,19 @@ def _file_format(block: bytes) -> str:
 
 
 class ReadLinesFn(beam.DoFn):
-    """Reads a matched file (a ``FileMetadata``) through Beam's FileSystems into ``AccessLine``s
+    """Reads a matched file (its path) with ``sources.read_pieces`` into ``AccessLine``s
     (1-based line numbers, text without the line ending), emitted as lists of up to ``CHUNK``
     lines (Beam's Batched DoFns: element-wise consumers still see one ``AccessLine`` at a time).
     An undecodable line, an unreadable file, or a name that is not valid Unicode is a dead
-    letter."""
+    letter; a file that cannot be read to its end (damaged, too large, failing) keeps the lines
+    read before, and one dead letter for the file (``where`` None) says why, its unfinished
+    last line as ``raw``."""
 
     CHUNK = 8192
-    BLOCK = 1 << 22
+    BLOCK = 1 << 22  # content bytes read at a time
 
-    def __init__(self) -> None:
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+        self.max_file_bytes = max_file_bytes
         self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
         self.lines = Metrics.counter(METRICS_NAMESPACE, "lines")
 
@@ -227,36 +315,42 @@ class ReadLinesFn(beam.DoFn):
         return AccessLine
 
     @beam.DoFn.yields_batches
-    def process(self, meta) -> Iterator[LineList]:
-        path, dead = _path_of(meta)
+    def process(self, path: str) -> Iterator[LineList]:
+        dead = _path_ok(path)
         if dead is not None:
             yield pvalue.TaggedOutput(DEAD_LETTERS, [dead])
             return
         number = 0  # lines read so far
         fmt = None  # the file's format, told from its first block
         dead_letters: list[DeadLetter] = []
+        tail = b""
+        cr_only = None  # whether lines end with CR alone (classic Mac OS), told at the start
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-                tail = b""
-                while True:
-                    block = handle.read(self.BLOCK)
-                    if not block:
-                        break
-                    block = tail + block
-                    cut = block.rfind(b"\n") + 1
-                    block, tail = block[:cut], block[cut:]
-                    if block:
-                        fmt = _file_format(block) if fmt is None else fmt
-                        yield from self._batches(path, block, number, dead_letters, fmt)
-                        number += block.count(b"\n")
-                if tail:
-                    fmt = _file_format(tail) if fmt is None else fmt
-                    yield from self._batches(path, tail + b"\n", number, dead_letters, fmt)
-                    number += 1
-        except Exception as err:  # any I/O failure: the rest of the file is a dead letter
-            reason = unreadable(err)
-            dead_letters.append(DeadLetter(path, number + 1 if number else None, reason, ""))
+            for piece in read_pieces(path, self.max_file_bytes, self.BLOCK):
+                block = tail + piece
+                if cr_only is None:
+                    cr_only = cr_only_endings(block)
+                if cr_only:
+                    block = block.replace(b"\r", b"\n")
+                cut = block.rfind(b"\n") + 1
+                block, tail = block[:cut], block[cut:]
+                if len(tail) > MAX_LINE_BYTES:  # no line end in sight: not a line to keep
+                    raise FileProblem(
+                        f"{LINE_TOO_LONG}: line {number + 1} is over {MAX_LINE_BYTES:,} "
+                        "bytes: the rest of the file is not read"
+                    )
+                if block:
+                    fmt = _file_format(block) if fmt is None else fmt
+                    yield from self._batches(path, block, number, dead_letters, fmt)
+                    number += block.count(b"\n")
+        except Exception as err:  # the rest of the file is one dead letter, for the file
+            reason = err.args[0] if isinstance(err, FileProblem) else unreadable(err)
+            dead_letters.append(DeadLetter(path, None, reason, truncate_raw(tail)))
         else:
+            if tail:
+                fmt = _file_format(tail) if fmt is None else fmt
+                yield from self._batches(path, tail + b"\n", number, dead_letters, fmt)
+                number += 1
             self.files.inc()
         self.lines.inc(number)
         for dead in dead_letters:
@@ -329,12 +423,13 @@ class ReadAccessLogs(beam.PTransform):
     """``PBegin`` -> ``lines`` (``AccessLine``) and ``dead_letters``: the monitor's producer stage.
     Files are matched, spread over workers, and read line by line."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         super().__init__()
         self.pattern = pattern
+        self.max_file_bytes = max_file_bytes
 
     def expand(self, pbegin):
-        return _read_matching(pbegin, self.pattern, ReadLinesFn(), "lines")
+        return _read_matching(pbegin, self.pattern, ReadLinesFn(self.max_file_bytes), "lines")
 
 
 class WriteJsonLines(beam.PTransform):

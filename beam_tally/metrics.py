@@ -3,6 +3,8 @@ outputs a live run wrote."""
 
 from __future__ import annotations
 
+import glob
+
 import orjson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
@@ -48,7 +50,7 @@ def gauge(result, namespace: str, name: str) -> int:
 
 def _output_lines(output: str, name: str):
     """The JSON lines of every ``NAME*.jsonl`` file under ``output``, parsed."""
-    pattern = FileSystems.join(output, f"{name}*.jsonl")
+    pattern = FileSystems.join(glob.escape(output), f"{name}*.jsonl")  # '[' in it is literal
     for match in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(match.path) as handle:
             for line in handle.read().splitlines():

@@ -67,7 +67,7 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
         lines = p | "ReadStream" >> ReadStream(source, "access", marker)
         read_dead_letters = []
     else:
-        read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input)
+        read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input, io_opts.max_file_bytes)
         lines, read_dead_letters = read["lines"], [read[DEAD_LETTERS]]
     # Both consumers take event time from AccessRecord.timestamp: no per-record stamping.
     parsed = lines | "ParseAccessLines" >> ParseAccessLines(opts.format, event_time=False)

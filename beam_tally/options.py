@@ -19,6 +19,8 @@ from apache_beam.options.pipeline_options import (
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
 from beam_tally.io import matching_files
+from beam_tally.paths import input_pattern
+from beam_tally.sources import DEFAULT_MAX_FILE_BYTES
 
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = [
@@ -36,6 +38,13 @@ class IOOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument("--input", help="Input files: a path or a glob (quote it).")
         parser.add_argument("--output", help="Directory for the output files.")
+        parser.add_argument(
+            "--max_file_bytes",
+            type=int,
+            default=DEFAULT_MAX_FILE_BYTES,
+            help="Bytes of content (decompressed) read from one file at most; the rest of a "
+            "larger file is a dead letter (default 1 GiB).",
+        )
 
 
 class TallyOptions(PipelineOptions):
@@ -169,9 +178,8 @@ def check_source(options) -> str | None:
 
 
 def absolute_pattern(pattern: str) -> str:
-    """A local pattern made absolute (Beam's local filesystem matches nothing for a bare
-    relative glob such as ``logs_*.json``); patterns with a scheme (``gs://``) are kept."""
-    return pattern if "://" in pattern else os.path.abspath(pattern)
+    """``paths.input_pattern``: absolute, and literal when it names a file."""
+    return input_pattern(pattern)
 
 
 def check_input_output(options, input_example: str, generate_hint: str) -> None:
@@ -179,6 +187,8 @@ def check_input_output(options, input_example: str, generate_hint: str) -> None:
     absolute and matching at least one file, the output not a file."""
     io_opts = options.view_as(IOOptions)
     require(io_opts.input, "--input", f"the files to read, e.g. --input {input_example}")
+    if io_opts.max_file_bytes <= 0:
+        raise UsageError("--max_file_bytes must be a positive number of bytes")
     check_output(io_opts)
     io_opts.input = absolute_pattern(io_opts.input)
     if not matching_files(io_opts.input):

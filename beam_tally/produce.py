@@ -10,7 +10,6 @@ gRPC (``io_stream``).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import signal
 import sys
@@ -19,7 +18,19 @@ import time
 from concurrent import futures
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.paths import input_pattern
 from beam_tally.replay import Elements, End, Session, StreamSettings, SystemClock, Update
+from beam_tally.sources import (
+    DEFAULT_MAX_FILE_BYTES,
+    TOO_LARGE,
+    FileProblem,
+    Inflater,
+    cr_only_endings,
+    match_input,
+    open_input,
+    read_pieces,
+)
+from beam_tally.terminal import escape_control, say
 
 HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
           [--follow] [--max_delay 5] [--format auto|csv|clf]
@@ -29,6 +40,8 @@ Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --s
   tally          logs_xx.json documents, oldest first, each stamped with the time it is served
   --input GLOB   files to read (quote the glob), or a folder
   --serve H:P    address to serve on, loopback (port 0 picks a free one and prints it)
+  --allow_remote allow an address other hosts can reach (the stream is unauthenticated)
+  --max_file_bytes N  content read from one file at most, decompressed (default 1 GiB)
   --speedup N    pace by event time divided by N (default: as fast as possible)
   --follow       keep reading lines appended to the files and new files matching GLOB
   --max_delay S  reorder budget and watermark delay behind the newest line (default 5)
@@ -49,18 +62,21 @@ def _parser() -> UsageParser:
     parser.add_argument("--follow", action="store_true")
     parser.add_argument("--max_delay", type=float, default=5.0)
     parser.add_argument("--format", default="auto", choices=["auto", "csv", "clf"])
+    parser.add_argument("--max_file_bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
+    parser.add_argument("--allow_remote", action="store_true")
     parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
     return parser
 
 
 def _pattern(path: str) -> str:
-    path = os.path.abspath(path)
-    return os.path.join(path, "*") if os.path.isdir(path) else path
+    pattern = input_pattern(path)
+    return os.path.join(pattern, "*") if os.path.isdir(os.path.abspath(path)) else pattern
 
 
 def _matches(pattern: str) -> list[str]:
-    return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    """The regular files ``pattern`` matches (``sources.match_input``, as the batch jobs)."""
+    return match_input(pattern)[0]
 
 
 class AccessFileReader:
@@ -72,16 +88,23 @@ class AccessFileReader:
     own. A truncated file is read again from its start; a deleted one, once drained, ends the
     reader. A line longer than ``MAX_LINE`` travels as a ``STREAM_ERROR`` line, not as data."""
 
-    def __init__(self, path: str, fmt: str, handle) -> None:
+    def __init__(
+        self, path: str, fmt: str, handle, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+    ) -> None:
         self.path = path  # where it was first seen: the source of its lines
         self.fmt = None if fmt == "auto" else fmt
         self.handle = handle
+        self.max_bytes = max_bytes
+        self.inflater = Inflater(path, max_bytes)  # compressed files read as the batch jobs do
+        # Compressed bytes are read in small blocks, so one poll's content stays bounded.
+        self.raw_block = BLOCK if self.inflater.kind is None else 1 << 16
         info = os.fstat(handle.fileno())
         self.identity = (info.st_dev, info.st_ino)
         self.name = f"{path} ({info.st_dev}:{info.st_ino})"
         self.line = 0
         self.tail = b""
         self.skipping = False  # inside a line too long to send, until its newline
+        self.cr_only: bool | None = None  # told from the first bytes read
 
     def read(self, final: bool) -> tuple[list, bool]:
         """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
@@ -89,24 +112,33 @@ class AccessFileReader:
         line is a line too), or, followed, at the end of a file that was deleted."""
         from beam_tally.io import unreadable
 
+        pieces: list[bytes] = []
         try:
-            block = self.handle.read(BLOCK)
+            raw = self.handle.read(self.raw_block)
             gone = moved = False
-            if not block and not final:
+            if not raw and not final:
                 info = os.fstat(self.handle.fileno())
                 if info.st_size < self.handle.tell():
                     _say(f"{self.path} was truncated: reading it again from its start")
                     self.handle.seek(0)
                     self.line, self.tail, self.skipping = 0, b"", False
-                    block = self.handle.read(BLOCK)
+                    self.inflater = Inflater(self.path, self.max_bytes)
+                    raw = self.handle.read(self.raw_block)
                 gone = info.st_nlink == 0
                 moved = (_signature(self.path) or (None, None))[:2] != self.identity
-        except OSError as err:
+            done = len(raw) < self.raw_block and (final or gone)
+            pieces.extend(self.inflater.feed(raw))
+            if done:
+                self.inflater.finish()
+        except (OSError, FileProblem) as err:
+            # The complete lines read before, then one dead letter for the file (line 0: no
+            # position), which stands for the rest, an unfinished last line included.
             self.close()
-            self.line += 1
-            reason = unreadable(err)
-            return [(None, self._error(reason))], True
-        done = len(block) < BLOCK and (final or gone)
+            items = self._lines(b"".join(pieces), False) if isinstance(err, FileProblem) else []
+            reason = err.args[0] if isinstance(err, FileProblem) else unreadable(err)
+            error = _file_error(self.path, reason)
+            return [*items, (None, error)], True
+        block = b"".join(pieces)
         # A file renamed away by a rotation no longer gets lines: its last one is complete.
         items = self._lines(block, done or (not block and not final and moved))
         if done:
@@ -117,6 +149,7 @@ class AccessFileReader:
         self.handle.close()
 
     def _error(self, reason: str):
+        """A dead letter for the current line, which could not be sent as data."""
         from beam_tally.records import STREAM_ERROR, AccessLine
 
         return AccessLine(self.path, self.line, reason, STREAM_ERROR)
@@ -127,6 +160,10 @@ class AccessFileReader:
         from transforms import access_log
 
         data = self.tail + block
+        if self.cr_only is None:  # lines ending with CR alone (classic Mac OS)
+            self.cr_only = cr_only_endings(data)
+        if self.cr_only:
+            data = data.replace(b"\r", b"\n")
         if self.skipping:
             newline = data.find(b"\n")
             if newline < 0:
@@ -167,6 +204,13 @@ class AccessFileReader:
         return items
 
 
+def _file_error(path: str, reason: str):
+    """A dead letter for a whole file (no line number)."""
+    from beam_tally.records import STREAM_ERROR, AccessLine
+
+    return AccessLine(path, 0, reason, STREAM_ERROR)
+
+
 def _signature(path: str) -> tuple[int, ...] | None:
     try:
         info = os.stat(path)
@@ -175,13 +219,12 @@ def _signature(path: str) -> tuple[int, ...] | None:
     return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size
 
 
-def access_poll(pattern: str, fmt: str, follow: bool):
+def access_poll(pattern: str, fmt: str, follow: bool, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
     """One reader per file matching ``pattern`` (a file matched under two names, such as a
     rotated file whose new name matches too, is read once). Followed, files that appear later
     get a reader too; a file that cannot be opened is one dead letter, tried again only once
     it changes."""
     from beam_tally.io import unreadable
-    from beam_tally.records import STREAM_ERROR, AccessLine
 
     readers: dict[tuple[int, int], AccessFileReader] = {}
     refused: dict[str, tuple] = {}  # path -> its signature when it could not be opened
@@ -189,20 +232,27 @@ def access_poll(pattern: str, fmt: str, follow: bool):
 
     def open_new() -> list[Update]:
         updates = []
-        for path in _matches(pattern):
+        files, problems = match_input(pattern)
+        for path, reason in problems:  # each reported once, and again only once it changes
+            signature = _signature(path) or (reason,)
+            if refused.get(path) != signature:
+                refused[path] = signature
+                line = _file_error(path, reason)
+                updates.append(Update(f"{path} (unreadable)", [(None, line)], done=True))
+        for path in files:
             signature = _signature(path)
             if signature is None or signature[:2] in readers or refused.get(path) == signature:
                 continue
             try:
-                handle = open(path, "rb")  # noqa: SIM115 (kept open between polls)
-            except OSError as err:
+                handle = open_input(path)  # kept open between polls; never blocks
+            except (OSError, FileProblem) as err:
                 refused[path] = signature
-                reason = unreadable(err)
-                line = AccessLine(path, 0, reason, STREAM_ERROR)
+                reason = err.args[0] if isinstance(err, FileProblem) else unreadable(err)
+                line = _file_error(path, reason)
                 updates.append(Update(f"{path} (unreadable)", [(None, line)], done=True))
                 continue
             refused.pop(path, None)
-            reader = AccessFileReader(path, fmt, handle)
+            reader = AccessFileReader(path, fmt, handle, max_bytes)
             if reader.identity in readers:  # replaced between stat and open: read it next time
                 reader.close()
                 continue
@@ -222,7 +272,7 @@ def access_poll(pattern: str, fmt: str, follow: bool):
     return poll
 
 
-def tally_poll(pattern: str, follow: bool, clock):
+def tally_poll(pattern: str, follow: bool, clock, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
     """Documents oldest first; in follow mode a new file is served once its size and mtime
     have not changed between two polls, and every path only once."""
     from beam_tally.io import unreadable
@@ -237,21 +287,27 @@ def tally_poll(pattern: str, follow: bool, clock):
         stamp[0] = max(clock.now(), stamp[0] + 0.002)  # strictly increasing event times
         return stamp[0], document
 
+    def error(path: str, reason: str) -> SourceFile:
+        return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode("utf-8", "backslashreplace"))
+
     def read(path: str) -> SourceFile:
+        limit = min(max_bytes, MAX_ELEMENT_BYTES)  # never more than can be sent
         try:
-            with open(path, "rb") as handle:
-                content = handle.read(MAX_ELEMENT_BYTES + 1)  # never more than can be sent
+            return SourceFile(path, b"".join(read_pieces(path, limit)))
+        except FileProblem as problem:
+            reason = problem.args[0]
+            if reason.startswith(TOO_LARGE) and limit < max_bytes:
+                reason = f"too large to stream: over {MAX_ELEMENT_BYTES:,} bytes in one document"
         except OSError as err:
             reason = unreadable(err)
-            return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
-        if len(content) > MAX_ELEMENT_BYTES:
-            reason = f"too large to stream: over {MAX_ELEMENT_BYTES:,} bytes in one document"
-            return SourceFile(path, STREAM_ERROR_PREFIX + reason.encode())
-        return SourceFile(path, content)
+        return error(path, reason)
 
     def poll() -> list[Update]:
         candidates = []
-        for path in _matches(pattern):
+        files, problems = match_input(pattern)
+        unread = [(path, reason) for path, reason in problems if path not in served]
+        served.update(path for path, _ in unread)
+        for path in files:
             if path in served:
                 continue
             signature = _signature(path)
@@ -265,7 +321,8 @@ def tally_poll(pattern: str, follow: bool, clock):
         candidates.sort()
         batch = [path for _, path in candidates[:CHUNK_FILES]]
         served.update(batch)
-        items = [stamped(read(path)) for path in batch]
+        items = [stamped(error(path, reason)) for path, reason in unread]
+        items += [stamped(read(path)) for path in batch]
         done = not follow and len(candidates) <= CHUNK_FILES
         return [Update("documents", items, done)]
 
@@ -344,7 +401,8 @@ def late_line(ts: float, line, behind: float, max_delay: float):
 
 
 def _say(message: str) -> None:
-    print(f"produce: {message}", flush=True)
+    """A line on stdout, escaped: file names and peers come from outside."""
+    say(f"produce: {message}")
 
 
 def serve(args) -> int:
@@ -365,11 +423,11 @@ def serve(args) -> int:
     if args.kind == "access":
 
         def make_poll(clock):
-            return access_poll(pattern, args.format, args.follow)
+            return access_poll(pattern, args.format, args.follow, args.max_file_bytes)
     else:
 
         def make_poll(clock):
-            return tally_poll(pattern, args.follow, clock)
+            return tally_poll(pattern, args.follow, clock, args.max_file_bytes)
 
     # No SO_REUSEPORT: a second producer on a taken port must fail, not share it. Each
     # connected consumer holds one worker thread for its whole stream.
@@ -413,16 +471,45 @@ def serve(args) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (of ``--serve HOST:PORT``) is reachable from this machine only: a
+    loopback address or ``localhost``. ``0.0.0.0``, ``[::]`` and other addresses are not."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def run(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         raise HelpRequested(HELP)
     args = _parser().parse_args(argv)
     if ":" not in args.serve:
         raise UsageError("--serve needs HOST:PORT, e.g. --serve 127.0.0.1:50051")
+    host = args.serve.rsplit(":", 1)[0]
+    if not is_loopback(host):
+        if not args.allow_remote:
+            raise UsageError(
+                f"--serve {args.serve} is reachable from other hosts, and the stream is "
+                "unauthenticated: serve on 127.0.0.1 (or [::1]), or add --allow_remote"
+            )
+        print(
+            f"produce: warning: serving on {escape_control(args.serve)} to the network: anyone "
+            "who can reach it reads every line, unauthenticated and unencrypted",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.speedup is not None and args.speedup <= 0:
         raise UsageError("--speedup must be a positive number")
     if args.max_delay < 0:
         raise UsageError("--max_delay must be 0 or more seconds")
+    if args.max_file_bytes <= 0:
+        raise UsageError("--max_file_bytes must be a positive number of bytes")
     sys.stdout.reconfigure(line_buffering=True)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # errors are reported in one line here
     return serve(args)

@@ -88,7 +88,7 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
         )
         read_dead_letters = []
     else:
-        read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input)
+        read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input, io_opts.max_file_bytes)
         files, read_dead_letters = read["files"], [read[DEAD_LETTERS]]
     parsed = files | "ParseLogDocuments" >> ParseLogDocuments(batched=not source)
     tallies = (parsed[LOGS], parsed[DOCUMENTS]) | "TallyPerFile" >> TallyPerFile()

@@ -6,7 +6,6 @@ import random
 
 import pytest
 from apache_beam import pvalue
-from apache_beam.io.filesystem import FileMetadata
 
 from beam_tally.io import ReadLinesFn
 
@@ -16,7 +15,7 @@ def read(path: str, block: int) -> tuple[list[tuple[int, str]], list[tuple[int, 
     fn = ReadLinesFn()
     fn.BLOCK = block  # small blocks: lines and bad bytes fall across block edges
     lines, dead = [], []
-    for out in fn.process(FileMetadata(path, 0)):
+    for out in fn.process(path):
         if isinstance(out, pvalue.TaggedOutput):
             dead += [(d.where, d.reason, d.raw) for d in out.value]
         else:

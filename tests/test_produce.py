@@ -174,7 +174,7 @@ def test_an_unreadable_followed_file_is_one_dead_letter_until_it_changes(tmp_pat
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(produce, "open", refuse, raising=False)
+    monkeypatch.setattr(produce, "open_input", refuse)
     poll = access_poll(str(path), "csv", follow=True)
     first = [item for update in poll() for item in update.items]
     assert len(first) == 1 and first[0][1].text.startswith("unreadable file: PermissionError")

@@ -226,6 +226,8 @@ def _clf_time(text: str) -> int:
     if month is None:
         raise BadLine(f"{BAD_DATE}: {_show(text)} is not dd/Mon/yyyy:HH:MM:SS +hhmm")
     day, _, year, hour, minute, second, sign, off_h, off_m = match.groups()
+    if off_m >= "60":  # two digits: timedelta would carry 90 minutes into the hours
+        raise BadLine(f"{BAD_DATE}: {_show(text)}: offset minutes must be 00..59")
     try:
         offset = timedelta(hours=int(off_h), minutes=int(off_m))
         zone = timezone(-offset if sign == "-" else offset)

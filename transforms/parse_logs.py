@@ -8,8 +8,9 @@ A document is ``{"logs": [{"id", "email", "message"}, ...]}``. A log needs an ``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from itertools import compress, repeat
+from itertools import compress, pairwise, repeat
 from operator import is_
 from typing import Any
 
@@ -25,6 +26,7 @@ NO_LOGS_LIST = "no 'logs' list"
 NOT_AN_OBJECT = "log is not an object"
 MISSING_EMAIL = "missing email"
 EMAIL_NOT_STRING = "email is not a string"
+NESTED_TOO_DEEP = "nested too deep"
 
 
 _NOT_AN_OBJECT = object()
@@ -60,6 +62,68 @@ def _valid_unicode(text: str) -> bool:
     return True
 
 
+class _TooDeep:
+    """A log nested deeper than the JSON readers go: a dead letter of its own."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+
+# A JSON string, or one structural character (numbers and literals need no tracking here).
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*+"|[][{},:]')
+
+
+def _logs_span(content: bytes) -> tuple[int, list[int], int] | None:
+    """Where the ``logs`` list of a JSON object lies: ``(after its "[", the offsets of the
+    commas between its logs, its "]")``; None if the document is not an object with one."""
+    depth, expect_key, key, start, span = 0, False, None, None, None
+    cuts: list[int] = []
+    for token in _JSON_TOKEN.finditer(content):
+        char = token.group()[:1]
+        if char in b"[{":
+            if depth == 1 and key == b'"logs"' and char == b"[":
+                start, cuts = token.end(), []
+            depth += 1
+            expect_key = depth == 1 and char == b"{"
+        elif char in b"]}":
+            depth -= 1
+            if depth == 1 and start is not None:
+                span, start = (start, cuts, token.start()), None
+        elif char == b",":
+            if depth == 2 and start is not None:
+                cuts.append(token.start())
+            expect_key = depth == 1
+        elif depth == 1 and char in b'":':
+            key, expect_key = (token.group() if expect_key else key), False
+        if depth < 0:
+            return None
+    return span if depth == 0 and content.lstrip()[:1] == b"{" else None
+
+
+def _logs_one_by_one(content: bytes) -> dict | None:
+    """``{"logs": [...]}`` of a document too deep for the JSON readers, each log read on its
+    own: a log too deep is a ``_TooDeep``. None if the document is not an object whose
+    ``logs`` list splits into logs that each read or are too deep."""
+    span = _logs_span(content)
+    if span is None:
+        return None
+    logs_start, cuts, end = span
+    if not content[logs_start:end].strip():
+        return {"logs": []}
+    logs = []
+    for left, right in pairwise([logs_start - 1, *cuts, end]):
+        text = content[left + 1 : right]
+        try:
+            logs.append(orjson.loads(text))
+        except orjson.JSONDecodeError as err:
+            if "depth" not in err.msg:
+                return None
+            logs.append(_TooDeep(text))
+    return {"logs": logs}
+
+
 def _load(source: str, content: bytes) -> tuple[Any, DeadLetter | None, bool]:
     """The document, or a dead letter; the flag says the lenient standard library read it."""
     content = content.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
@@ -72,6 +136,10 @@ def _load(source: str, content: bytes) -> tuple[Any, DeadLetter | None, bool]:
             reason = f"{UNDECODABLE}: invalid UTF-8 at byte {bad.start}"
             raw = content[max(0, bad.start - 40) : bad.start + 40]
             return None, DeadLetter(source, None, reason, truncate_raw(raw)), False
+        if "depth" in err.msg:  # valid JSON perhaps, too deep somewhere: logs one by one
+            doc = _logs_one_by_one(content)
+            if doc is not None:
+                return doc, None, False
         try:
             # orjson rejects some valid JSON (lone surrogate escapes, numbers out of float range)
             # that the standard library reads; such documents keep their valid logs.
@@ -175,6 +243,10 @@ def _dead_letters(source: str, logs: list, emails: list, good: list[int]) -> lis
     dead = []
     for index in sorted(set(range(len(logs))).difference(good)):
         log = logs[index]
+        if type(log) is _TooDeep:
+            reason = f"{NESTED_TOO_DEEP}: log nested deeper than the JSON reader's 1024 levels"
+            dead.append(DeadLetter(source, index, reason, truncate_raw(log.text)))
+            continue
         if emails[index] is _NOT_AN_OBJECT:
             reason = f"{NOT_AN_OBJECT}: got {type(log).__name__}"
         elif "email" not in log:

@@ -47,6 +47,12 @@ ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+MAX_INT64 = (1 << 63) - 1
+"""The largest count Beam's integer coders carry. Each line's bytes stay below 10**18
+(``access_log``), but ten such lines in one window add up past it: byte sums saturate here, in
+``extract_output`` (accumulators are Python integers, exact until then). A window that moves
+8 EiB is hostile input, not traffic; saturating keeps every sink's number an honest lower
+bound without a check in the per-record loop."""
 
 
 class ParseAccessLineFn(beam.DoFn):
@@ -191,9 +197,11 @@ class TrafficStatsCombineFn(beam.CombineFn):
         users, distinct hosts, distinct users)``; the window is added by ``ComputeTrafficStats``."""
         hits, size, sections, statuses, host_hits, host_bytes, users = acc
         errors = statuses.get("4xx", 0) + statuses.get("5xx", 0)
+        if size > MAX_INT64:  # only then can a host's sum be past it too
+            host_bytes = {host: min(value, MAX_INT64) for host, value in host_bytes.items()}
         return (
             hits,
-            size,
+            min(size, MAX_INT64),
             _top(sections, self.top),
             sorted(RankedCount(name, value) for name, value in statuses.items()),
             errors / hits if hits else 0.0,
