@@ -25,7 +25,7 @@ commands:
   generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
   generate  access --out FILE --format csv|clf --seconds N --rate R [--burst S:D:R ...]
             [--disorder S] [--bad_fraction F] [--seed N]
-  engines   install flink|prism|flink-cluster|sdk-worker|all | list
+  engines   install flink|prism|flink-cluster|sdk-worker|kafka|kafka-io|all | list
 
 Beam options include --runner=DirectRunner (the default), FlinkRunner or PrismRunner: the
 engine is fetched into a cache on first use ('beam-tally engines --help').

@@ -8,7 +8,12 @@ the repository, and the runner options that point Beam at them.
   PyPI's ``apache-flink`` (its ``bin/`` and ``conf/``) and ``apache-flink-libraries`` (``lib/``,
   ``opt/``, ``plugins/``);
 - ``sdk-worker``: the Python SDK's worker boot program (``go install``), which a worker pool
-  runs to fetch and install a job's staged packages, as Beam's container does.
+  runs to fetch and install a job's staged packages, as Beam's container does;
+- ``kafka``: Apache Kafka's broker (``kafka_2.13``) for ``scripts/kafka.sh``, resolved with Maven;
+- ``kafka-io``: Beam's Java KafkaIO with an expansion service for the cross-language
+  ``ReadFromKafka``, resolved with Maven at the job server's Beam version, and a job server
+  launcher whose class path adds KafkaIO, so Flink runs the expanded Java read in its own JVM
+  (the ``EMBEDDED`` environment: no Docker).
 
 Maven Central serves Beam's Flink runner here only up to Beam 2.62.0 (later releases lack
 ``beam-runners-java-job-service`` or the runner itself), so the job server is 2.62.0 for Flink
@@ -62,7 +67,12 @@ JAVA_17_OPENS = tuple(
         "java.util.concurrent.locks",
     )
 )
-ENGINES = ("flink", "prism", "flink-cluster", "sdk-worker")
+# Kafka's broker for scripts/kafka.sh, and the kafka-clients KafkaIO runs with (KafkaIO 2.62
+# declares kafka-clients "provided"; 3.9 is the newest line it is built and tested against).
+KAFKA_VERSION = "4.1.1"
+KAFKA_CLIENTS_VERSION = "3.9.1"
+EXPANSION_SERVICE_MAIN = "org.apache.beam.sdk.expansion.service.ExpansionService"
+ENGINES = ("flink", "prism", "flink-cluster", "sdk-worker", "kafka", "kafka-io")
 FETCH_TIMEOUT = 1800  # seconds for one fetch: a first Maven resolution downloads ~150 MB
 
 
@@ -89,6 +99,7 @@ _INSTALL_HINTS = {
     "java": "a JDK 17, e.g. apt-get install openjdk-17-jdk-headless",
     "mvn": "Maven 3, e.g. apt-get install maven",
     "go": "Go 1.22 or newer, e.g. apt-get install golang-go",
+    "javac": "a JDK 17 (not only a JRE), e.g. apt-get install openjdk-17-jdk-headless",
 }
 
 
@@ -156,18 +167,50 @@ def _client(cmd: list[str], what: str, cwd: Path, env: dict | None = None) -> No
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>beam-tally.engines</groupId>
-  <artifactId>flink-job-server</artifactId>
+  <artifactId>{name}</artifactId>
   <version>1</version>
   <packaging>pom</packaging>
   <dependencies>
-    <dependency>
-      <groupId>org.apache.beam</groupId>
-      <artifactId>beam-runners-flink-{flink}</artifactId>
-      <version>{beam}</version>
-    </dependency>
+{dependencies}
   </dependencies>
 </project>
 """
+
+
+def _dependency(coordinates: str, exclude: str = "") -> str:
+    """A pom ``<dependency>`` for ``group:artifact:version``, without ``exclude`` (a group)."""
+    group, artifact, version_ = coordinates.split(":")
+    exclusion = (
+        f"<exclusions><exclusion><groupId>{exclude}</groupId><artifactId>*</artifactId>"
+        "</exclusion></exclusions>"
+        if exclude
+        else ""
+    )
+    return (
+        f"    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+        f"<version>{version_}</version>{exclusion}</dependency>"
+    )
+
+
+def _maven_jars(mvn: str, tmp: Path, name: str, dependencies: list[str], what: str) -> list[str]:
+    """Resolves ``dependencies`` (pom lines) with their runtime dependencies into
+    ``tmp/lib``; returns the jars' names, sorted."""
+    (tmp / "pom.xml").write_text(_POM.format(name=name, dependencies="\n".join(dependencies)))
+    _client(
+        [
+            mvn,
+            "-B",
+            "-q",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            "-DoutputDirectory=lib",
+        ],
+        what,
+        tmp,
+    )
+    return sorted(path.name for path in (tmp / "lib").glob("*.jar"))
+
+
 JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 
 
@@ -182,25 +225,114 @@ def flink_job_server() -> Path:
     mvn = _require("mvn", "fetching Beam's Flink job server")
 
     def fill(tmp: Path) -> None:
-        (tmp / "pom.xml").write_text(_POM.format(flink=FLINK_VERSION, beam=FLINK_JOB_SERVER_BEAM))
+        runner = f"org.apache.beam:beam-runners-flink-{FLINK_VERSION}:{FLINK_JOB_SERVER_BEAM}"
         what = f"Beam {FLINK_JOB_SERVER_BEAM}'s Flink {FLINK_VERSION} job server"
-        _client(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                "-DoutputDirectory=lib",
-            ],
-            what,
-            tmp,
-        )
-        jars = sorted(path.name for path in (tmp / "lib").glob("*.jar"))
+        jars = _maven_jars(mvn, tmp, "flink-job-server", [_dependency(runner)], what)
         write_launcher_jar(tmp / jar.name, JOB_SERVER_MAIN, [f"lib/{name}" for name in jars])
 
     _fetch(f"Beam {FLINK_JOB_SERVER_BEAM}'s Flink {FLINK_VERSION} job server (Maven)", home, fill)
     return jar
+
+
+# Kafka: the broker, and Beam's KafkaIO for the cross-language read -------------------------
+
+
+def kafka_broker() -> Path:
+    """The folder whose ``lib/`` holds Kafka's broker and tools (``scripts/kafka.sh`` runs
+    ``kafka.Kafka`` from it)."""
+    home = cache_root() / f"kafka-{KAFKA_VERSION}"
+    if home.exists():
+        return home
+    _require("java", "a Kafka broker")
+    mvn = _require("mvn", "fetching Kafka's broker")
+
+    def fill(tmp: Path) -> None:
+        dependencies = [
+            _dependency(f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}"),
+            # Kafka logs through slf4j 1.7; this binds it to the log4j 2 that Kafka ships.
+            _dependency("org.apache.logging.log4j:log4j-slf4j-impl:2.24.3"),
+        ]
+        _maven_jars(mvn, tmp, "kafka-broker", dependencies, f"Kafka {KAFKA_VERSION}")
+
+    _fetch(f"Kafka {KAFKA_VERSION}'s broker (Maven)", home, fill)
+    return home
+
+
+KAFKA_IO_HOME = f"kafka-io-{FLINK_JOB_SERVER_BEAM}"
+
+
+def kafka_io() -> Path:
+    """The folder of Beam's Java KafkaIO at the job server's Beam version: ``lib/``,
+    ``expansion-service.jar`` (``java -jar expansion-service.jar PORT`` serves the
+    cross-language Kafka transforms) and ``flink-job-server.jar`` (the Flink job server with
+    KafkaIO on its class path, to run them in the ``EMBEDDED`` environment)."""
+    home = cache_root() / KAFKA_IO_HOME
+    if home.exists():
+        return home
+    server = flink_job_server()
+    mvn = _require("mvn", "fetching Beam's KafkaIO")
+
+    def fill(tmp: Path) -> None:
+        beam = FLINK_JOB_SERVER_BEAM
+        dependencies = [
+            # Its Confluent schema-registry dependencies live outside Maven Central; the read
+            # of plain bytes never loads them.
+            _dependency(f"org.apache.beam:beam-sdks-java-io-kafka:{beam}", exclude="io.confluent"),
+            _dependency(f"org.apache.beam:beam-sdks-java-expansion-service:{beam}"),
+            _dependency(f"org.apache.kafka:kafka-clients:{KAFKA_CLIENTS_VERSION}"),
+            # The Java SDK harness sizes its caches with jamm, which it declares "provided".
+            _dependency("com.github.jbellis:jamm:0.4.0"),
+        ]
+        jars = _maven_jars(mvn, tmp, "kafka-io", dependencies, f"Beam {beam}'s KafkaIO")
+        _build_event_time_read(tmp / "lib")
+        jars.append(EVENT_TIME_READ_JAR)
+        ours = [f"lib/{name}" for name in jars]
+        write_launcher_jar(tmp / "expansion-service.jar", EXPANSION_SERVICE_MAIN, ours)
+        # The job server's own jars first; KafkaIO's that it lacks after them.
+        theirs = sorted(path.name for path in (server.parent / "lib").glob("*.jar"))
+        shared = {_artifact(name) for name in theirs}
+        extra = [
+            path for path, name in zip(ours, jars, strict=True) if _artifact(name) not in shared
+        ]
+        first = [f"../{server.parent.name}/lib/{name}" for name in theirs]
+        write_launcher_jar(tmp / "flink-job-server.jar", JOB_SERVER_MAIN, [*first, *extra])
+
+    _fetch(f"Beam {FLINK_JOB_SERVER_BEAM}'s KafkaIO and expansion service (Maven)", home, fill)
+    return home
+
+
+EVENT_TIME_READ_JAR = "beam-tally-kafka-read.jar"
+_EVENT_TIME_READ = "EventTimeKafkaRead.java"
+_REGISTRAR = "org.apache.beam.sdk.expansion.ExternalTransformRegistrar"
+
+
+def _build_event_time_read(lib: Path) -> None:
+    """Compiles ``beam_tally/EventTimeKafkaRead.java`` (KafkaIO's read with a
+    producer-driven watermark, see its comment) against ``lib`` into ``lib``'s jar of it, with
+    the service entry that makes the expansion service find it."""
+    javac = _require("javac", "building beam-tally's Kafka read")
+    source = Path(__file__).resolve().parent / _EVENT_TIME_READ
+    classes = lib.parent / "classes"
+    _client(
+        [javac, "-nowarn", "-d", str(classes), "-cp", str(lib / "*"), str(source)],
+        "beam-tally's Kafka read (javac)",
+        lib.parent,
+    )
+    with zipfile.ZipFile(lib / EVENT_TIME_READ_JAR, "w") as jar:
+        jar.writestr(f"META-INF/services/{_REGISTRAR}", "beamtally.kafka.EventTimeKafkaRead\n")
+        for path in sorted(classes.rglob("*.class")):
+            jar.write(path, path.relative_to(classes).as_posix())
+    shutil.rmtree(classes)
+
+
+def _artifact(jar_name: str) -> str:
+    """``kafka-clients-3.9.1.jar`` -> ``kafka-clients``: a jar's artifact without its version."""
+    stem = jar_name.removesuffix(".jar")
+    parts = stem.split("-")
+    for i, part in enumerate(parts):
+        if part[:1].isdigit():
+            return "-".join(parts[:i])
+    return stem
 
 
 def write_launcher_jar(path: Path, main_class: str, class_path: list[str]) -> None:
@@ -341,6 +473,8 @@ INSTALLERS = {
     "prism": prism,
     "flink-cluster": flink_dist,
     "sdk-worker": sdk_worker_boot,
+    "kafka": kafka_broker,
+    "kafka-io": kafka_io,
 }
 
 
@@ -380,7 +514,14 @@ def _configure_flink(options, argv: list[str]) -> None:
         PortableOptions,
     )
 
+    from beam_tally.options import StreamOptions
+
     flink = options.view_as(FlinkRunnerOptions)
+    source = options.view_as(StreamOptions).source or ""
+    if not flink.flink_job_server_jar and source.startswith("kafka://"):
+        # The job server with KafkaIO on its class path runs the read in its own JVM.
+        flink.flink_version = FLINK_VERSION
+        flink.flink_job_server_jar = str(kafka_io() / "flink-job-server.jar")
     if not flink.flink_job_server_jar:
         if _given(argv, "--flink_version") and flink.flink_version != FLINK_VERSION:
             raise UsageError(
@@ -418,7 +559,7 @@ def _configure_prism(options, argv: list[str]) -> None:
 
 # beam-tally engines ----------------------------------------------------------------------
 
-HELP = f"""usage: beam-tally engines install flink|prism|flink-cluster|sdk-worker|all
+HELP = f"""usage: beam-tally engines install flink|prism|flink-cluster|sdk-worker|kafka|kafka-io|all
        beam-tally engines list
 
 Fetches the engines the jobs run on besides the DirectRunner into {cache_root()}
@@ -429,6 +570,8 @@ what it needs by itself on first use; this does it ahead of time.
   prism          Beam's Prism runner at the installed Beam's version, with go install (needs go)
   flink-cluster  Flink {FLINK_DIST_VERSION} for scripts/flink_cluster.sh, from PyPI (needs java)
   sdk-worker     the Python SDK worker's boot program, with go install (needs go)
+  kafka          Kafka {KAFKA_VERSION}'s broker for scripts/kafka.sh, Maven (java, mvn)
+  kafka-io       Beam {FLINK_JOB_SERVER_BEAM}'s KafkaIO and expansion service, Maven (java, mvn)
   all            every one of them
 
 'list' prints each engine with its path, or 'not fetched'."""
@@ -443,6 +586,8 @@ def _cached(engine: str) -> Path | None:
         "prism": root / f"prism-{beam_version()}" / "prism",
         "flink-cluster": root / f"flink-{FLINK_DIST_VERSION}",
         "sdk-worker": root / f"sdk-worker-boot-{beam_version()}" / "sdk-worker-boot",
+        "kafka": root / f"kafka-{KAFKA_VERSION}",
+        "kafka-io": root / KAFKA_IO_HOME,
     }
     return paths[engine] if paths[engine].exists() else None
 
@@ -463,7 +608,8 @@ def run(argv: list[str]) -> int:
         return 0
     if not args.engine:
         raise UsageError(
-            "say which engine to install: flink, prism, flink-cluster, sdk-worker or all"
+            "say which engine to install: flink, prism, flink-cluster, sdk-worker, kafka, "
+            "kafka-io or all"
         )
     for engine in ENGINES if args.engine == "all" else (args.engine,):
         print(f"{engine:14} {INSTALLERS[engine]()}")

@@ -154,8 +154,27 @@ def live_part_name(name: str) -> str:
 def is_live_part(file_name: str, name: str) -> bool:
     """Whether ``file_name`` is a ``live_part_name`` of output ``name``."""
     stem, ext = os.path.splitext(name)
-    pattern = rf"{re.escape(stem)}-\d{{8}}T\d{{6}}-[0-9a-f]{{12}}{re.escape(ext)}"
+    # The second form is a Kafka run's write-once file (io_kafka.once_name).
+    pattern = (
+        rf"{re.escape(stem)}-(\d{{8}}T\d{{6}}-[0-9a-f]{{12}}|once-[0-9a-f]{{16}}){re.escape(ext)}"
+    )
     return re.fullmatch(pattern, file_name) is not None
+
+
+def live_source(options, kind: str, marker: str | None, job: str) -> beam.PTransform:
+    """The read of a live run: the ``produce`` stream at ``--source HOST:PORT``, or a Kafka
+    topic at ``--source kafka://HOST:PORT/TOPIC`` (``io_kafka.ReadKafka``)."""
+    from beam_tally.io_kafka import ReadKafka, is_kafka
+    from beam_tally.options import FlinkCheckpointOptions, StreamOptions
+
+    stream = options.view_as(StreamOptions)
+    if is_kafka(stream.source):
+        group = stream.consumer_group or f"beam-tally-{job}"
+        # Offsets are committed when a checkpoint completes: only with checkpoints on.
+        interval = options.view_as(FlinkCheckpointOptions).checkpointing_interval
+        commit = interval is not None and interval > 0
+        return ReadKafka(stream.source, kind, group, marker, commit)
+    return ReadStream(stream.source, kind, marker)
 
 
 class _WriteLiveFn(WriteBundleFn):

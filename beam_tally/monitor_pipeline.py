@@ -12,7 +12,8 @@ import apache_beam as beam
 from beam_tally import console, metrics
 from beam_tally.engines import configure_runner
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
+from beam_tally.io_kafka import WriteJsonLinesOnce, is_kafka
+from beam_tally.io_stream import WriteJsonLinesLive, end_marker, live_source
 from beam_tally.options import (
     IOOptions,
     MonitorOptions,
@@ -44,6 +45,8 @@ HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv
           [--threshold 10] [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5]
           [Beam options]
        beam-tally monitor --streaming --source HOST:PORT --output DIR [--stop_after S] ...
+       beam-tally monitor --streaming --source kafka://HOST:PORT/TOPIC --runner=FlinkRunner
+          --output DIR [--consumer_group G] [--checkpointing_interval MS] ...
 
 Reads HTTP access logs (the exercise's CSV, or Common/Combined Log Format as nginx and Apache
 write it), prints stats for every --stats_window seconds of event time and a high-traffic alert
@@ -53,7 +56,9 @@ Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR.
 Live: --streaming --source HOST:PORT reads what 'beam-tally produce access' serves, prints as
 the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl and dead_letters-*.jsonl as it
 goes, until the stream ends, --stop_after seconds pass, or Ctrl-C. A line that arrives behind
-the producer's watermark (more out of order than its --max_delay) is a 'late' dead letter."""
+the producer's watermark (more out of order than its --max_delay) is a 'late' dead letter.
+From Kafka (on Flink), each result is written once as NAME-once-*.jsonl, and the run ends once
+every producer's replay has ended and been processed (README: "Kafka")."""
 
 
 def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:
@@ -64,7 +69,7 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     source = options.view_as(StreamOptions).source
     if source:  # live: the producer's stream (its late lines arrive marked, as dead letters)
         marker = io_opts.output and end_marker(io_opts.output)
-        lines = p | "ReadStream" >> ReadStream(source, "access", marker)
+        lines = p | "ReadStream" >> live_source(options, "access", marker, "monitor")
         read_dead_letters = []
     else:
         read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input, io_opts.max_file_bytes)
@@ -83,23 +88,28 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
         detected[LATE],
     ) | "AllDeadLetters" >> beam.Flatten()
 
+    printed = {"stats.jsonl": stats, "alerts.jsonl": alerts}
     if io_opts.output:
         formats = {
             "stats.jsonl": stats_json,
             "alerts.jsonl": alert_json,
             "dead_letters.jsonl": dead_letter_json,
         }
-        {
+        named = {
             "stats.jsonl": stats,
             "alerts.jsonl": alerts,
             "dead_letters.jsonl": dead_letters,
-        } | "WriteOutputs" >> (
-            WriteJsonLinesLive(io_opts.output, formats)
-            if source
-            else WriteJsonLines(io_opts.output, formats=formats)
-        )
-    stats | "PrintStats" >> WriteToConsole(console.format_stats)
-    alerts | "PrintAlerts" >> WriteToConsole(console.format_alert)
+        }
+        if is_kafka(source):  # a restore replays input: print and write each result once
+            printed = named | "WriteOutputs" >> WriteJsonLinesOnce(io_opts.output, formats)
+        else:
+            named | "WriteOutputs" >> (
+                WriteJsonLinesLive(io_opts.output, formats)
+                if source
+                else WriteJsonLines(io_opts.output, formats=formats)
+            )
+    printed["stats.jsonl"] | "PrintStats" >> WriteToConsole(console.format_stats)
+    printed["alerts.jsonl"] | "PrintAlerts" >> WriteToConsole(console.format_alert)
     return {"stats": stats, "alerts": alerts, "dead_letters": dead_letters, "records": records}
 
 

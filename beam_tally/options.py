@@ -24,6 +24,7 @@ from beam_tally.sources import DEFAULT_MAX_FILE_BYTES
 
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = [
+    "FlinkCheckpointOptions",
     "IOOptions",
     "MonitorOptions",
     "StreamOptions",
@@ -83,8 +84,13 @@ class StreamOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--source",
-            help="HOST:PORT of a 'beam-tally produce' stream to read instead of --input "
-            "(with --streaming).",
+            help="HOST:PORT of a 'beam-tally produce' stream, or kafka://HOST:PORT/TOPIC of a "
+            "Kafka topic, to read instead of --input (with --streaming).",
+        )
+        parser.add_argument(
+            "--consumer_group",
+            help="Kafka consumer group of a kafka:// --source (default beam-tally-JOB): its "
+            "offsets are committed at each Flink checkpoint.",
         )
         parser.add_argument(
             "--stop_after", type=float, help="End a streaming run after this many seconds."
@@ -94,6 +100,43 @@ class StreamOptions(PipelineOptions):
             type=float,
             default=30.0,
             help="Seconds to wait for the --source producer to answer (default 30).",
+        )
+
+
+class FlinkCheckpointOptions(PipelineOptions):
+    """Flink's checkpoint flags (Beam's Java FlinkPipelineOptions, which the job server reads):
+    declared here because unknown flags are refused before the job server is asked."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--checkpointing_interval",
+            type=int,
+            help="Flink: milliseconds between checkpoints (off by default). A kafka:// "
+            "--source then commits its offsets at each completed checkpoint.",
+        )
+        parser.add_argument(
+            "--state_backend", help="Flink: 'filesystem' or 'rocksdb' for the checkpoints."
+        )
+        parser.add_argument(
+            "--state_backend_storage_path",
+            help="Flink: where the checkpoints go, e.g. file:///tmp/checkpoints.",
+        )
+        parser.add_argument(
+            "--externalized_checkpoints_enabled",
+            action="store_true",
+            default=None,
+            help="Flink: keep checkpoints outside the job, for a restart with --savepoint_path.",
+        )
+        parser.add_argument(
+            "--retain_externalized_checkpoints_on_cancellation",
+            action="store_true",
+            default=None,
+            help="Flink: keep the externalized checkpoints when the job is cancelled.",
+        )
+        parser.add_argument(
+            "--savepoint_path",
+            help="Flink: a savepoint or retained checkpoint (its chk-N folder) to restore.",
         )
 
 
@@ -164,10 +207,26 @@ def check_source(options) -> str | None:
     if not streaming:
         raise UsageError("--source reads a live stream: add --streaming")
     runner = options.view_as(StandardOptions).runner
+    if stream.source.startswith("kafka://"):
+        from beam_tally.io_kafka import parse_address
+
+        parse_address(stream.source)
+        if not isinstance(runner, str) or runner.rsplit(".", 1)[-1] not in ("FlinkRunner", "flink"):
+            raise UsageError(
+                f"a kafka:// --source is read by Beam's Java KafkaIO, which runs here on "
+                f"--runner=FlinkRunner only, not --runner={runner}"
+            )
+        if io_opts.input:
+            raise UsageError("give --input (batch) or --streaming --source (live), not both")
+        check_output(io_opts)
+        return stream.source
+    if stream.consumer_group:
+        raise UsageError("--consumer_group is for a kafka:// --source")
     if isinstance(runner, str) and runner.rsplit(".", 1)[-1] not in ("DirectRunner", "direct"):
         raise UsageError(
-            f"--source is read by the DirectRunner only (its TestStream service), not by "
-            f"--runner={runner}: drop --runner for a live run"
+            f"--source HOST:PORT is read by the DirectRunner only (its TestStream service), not "
+            f"by --runner={runner}: drop --runner, or produce into Kafka and read "
+            "--source kafka://HOST:PORT/TOPIC"
         )
     if io_opts.input:
         raise UsageError("give --input (batch) or --streaming --source (live), not both")

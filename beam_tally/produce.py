@@ -34,12 +34,19 @@ from beam_tally.terminal import escape_control, say
 
 HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
           [--follow] [--max_delay 5] [--format auto|csv|clf]
+       beam-tally produce tally|access --input GLOB --to kafka://HOST:PORT/TOPIC
+          [--partitions N] [--speedup N] [--follow] [--max_delay 5] [--format auto|csv|clf]
 
 Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --source HOST:PORT'.
   access         access-log lines, in event-time order within --max_delay seconds of disorder
   tally          logs_xx.json documents, oldest first, each stamped with the time it is served
   --input GLOB   files to read (quote the glob), or a folder
   --serve H:P    address to serve on, loopback (port 0 picks a free one and prints it)
+  --to kafka://HOST:PORT/TOPIC  write the replay into a Kafka topic instead (see README):
+                 each line or document one record, keyed by its file, its event time as the
+                 record timestamp; exits once the broker confirmed every record
+  --partitions N partitions of the topic when this creates it (default 1)
+  --broker_timeout S  seconds to wait for and retry a broker that is away (default 120)
   --allow_remote allow an address other hosts can reach (the stream is unauthenticated)
   --max_file_bytes N  content read from one file at most, decompressed (default 1 GiB)
   --speedup N    pace by event time divided by N (default: as fast as possible)
@@ -57,7 +64,10 @@ def _parser() -> UsageParser:
     parser = UsageParser(prog="beam-tally produce", allow_abbrev=False, add_help=False)
     parser.add_argument("kind", choices=["tally", "access"])
     parser.add_argument("--input", required=True)
-    parser.add_argument("--serve", required=True)
+    parser.add_argument("--serve")
+    parser.add_argument("--to")
+    parser.add_argument("--partitions", type=int)
+    parser.add_argument("--broker_timeout", type=float, default=120.0)
     parser.add_argument("--speedup", type=float)
     parser.add_argument("--follow", action="store_true")
     parser.add_argument("--max_delay", type=float, default=5.0)
@@ -429,6 +439,10 @@ def serve(args) -> int:
         def make_poll(clock):
             return tally_poll(pattern, args.follow, clock, args.max_file_bytes)
 
+    if args.to:
+        from beam_tally import io_kafka
+
+        return io_kafka.produce(args, make_poll, settings, late_line, _say)
     # No SO_REUSEPORT: a second producer on a taken port must fail, not share it. Each
     # connected consumer holds one worker thread for its whole stream.
     server = grpc.server(
@@ -489,6 +503,19 @@ def run(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
         raise HelpRequested(HELP)
     args = _parser().parse_args(argv)
+    if args.to:
+        from beam_tally.io_kafka import parse_address
+
+        if args.serve:
+            raise UsageError("give --serve HOST:PORT or --to kafka://HOST:PORT/TOPIC, not both")
+        parse_address(args.to)
+        if args.partitions is not None and args.partitions <= 0:
+            raise UsageError("--partitions must be a positive number")
+        if args.broker_timeout <= 0:
+            raise UsageError("--broker_timeout must be a positive number of seconds")
+        args.serve = "127.0.0.1:0"  # checked below like a loopback address; not served
+    elif args.serve is None:
+        raise UsageError("--serve HOST:PORT or --to kafka://HOST:PORT/TOPIC is required")
     if ":" not in args.serve:
         raise UsageError("--serve needs HOST:PORT, e.g. --serve 127.0.0.1:50051")
     host = args.serve.rsplit(":", 1)[0]

@@ -152,7 +152,7 @@ def run_live(
     from beam_tally.options import StreamOptions
 
     stream = options.view_as(StreamOptions)
-    wait_for_source(stream.source, stream.connect_timeout)
+    kafka = _wait_for_live_source(stream)
     prepare_output(output, names)
     marker = end_marker(output)
     if FileSystems.exists(marker):  # from an earlier run into the same directory
@@ -182,8 +182,9 @@ def run_live(
     }
     ended = "the stream ended"
     deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
+    topic_ended = _TopicEnd(marker) if kafka else bool
     try:
-        while not finished.wait(0.1):
+        while not finished.wait(0.1) and not topic_ended():
             if signals:
                 ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
                 break
@@ -209,6 +210,36 @@ def run_live(
             )
         _remove(marker)
     return result, time.perf_counter() - started, ended
+
+
+KAFKA_END_GRACE = 3.0  # seconds between a Kafka run's end marker and its cancellation
+
+
+def _wait_for_live_source(stream) -> bool:
+    """Waits for the ``--source`` to answer; returns whether it is a Kafka topic."""
+    from beam_tally.io_kafka import is_kafka, parse_address, wait_for_broker
+
+    if is_kafka(stream.source):
+        bootstrap, topic = parse_address(stream.source)
+        wait_for_broker(bootstrap, stream.connect_timeout, topic)
+        return True
+    wait_for_source(stream.source, stream.connect_timeout)
+    return False
+
+
+class _TopicEnd:
+    """A topic has no end: a Kafka run ends ``KAFKA_END_GRACE`` seconds after its end marker
+    appeared (every producer's replay ended and the watermark passed the end of time), which
+    leaves the steps beside the marker's the time to write their last results."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.seen_at: float | None = None
+
+    def __call__(self) -> bool:
+        if self.seen_at is None and FileSystems.exists(self.marker):
+            self.seen_at = time.monotonic()
+        return self.seen_at is not None and time.monotonic() >= self.seen_at + KAFKA_END_GRACE
 
 
 class StreamBroken(Exception):

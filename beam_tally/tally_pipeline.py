@@ -15,7 +15,13 @@ from apache_beam.metrics import Metrics
 from beam_tally import console, metrics
 from beam_tally.engines import configure_runner
 from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
+from beam_tally.io_kafka import WriteJsonLinesOnce, is_kafka
+from beam_tally.io_stream import (
+    WriteJsonLinesLive,
+    end_marker,
+    live_source,
+    per_document_windows,
+)
 from beam_tally.options import (
     IOOptions,
     StreamOptions,
@@ -83,7 +89,7 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
         files = (
             p
             | "ReadStream"
-            >> ReadStream(source, "tally", io_opts.output and end_marker(io_opts.output))
+            >> live_source(options, "tally", io_opts.output and end_marker(io_opts.output), "tally")
             | "PerDocument" >> (per_document_windows())
         )
         read_dead_letters = []
@@ -96,6 +102,7 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     updates, final = global_tally[UPDATES], global_tally[FINAL]
     dead_letters = (*read_dead_letters, parsed[DEAD_LETTERS]) | "AllDeadLetters" >> (beam.Flatten())
 
+    printed = updates
     if output:
         named = {
             "tallies.jsonl": tallies,
@@ -107,7 +114,11 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
             "global_tally.jsonl": global_tally_json,
             "dead_letters.jsonl": dead_letter_json,
         }
-        if source:  # written as the run goes; the final tally is the last update
+        if is_kafka(source):  # a restore replays input: print and write each result once
+            printed = (named | "WriteOutputs" >> WriteJsonLinesOnce(output, formats))[
+                "global_tally.jsonl"
+            ]
+        elif source:  # written as the run goes; the final tally is the last update
             named | "WriteOutputs" >> WriteJsonLinesLive(output, formats)
         else:
             named["global_tally_final.json"] = final
@@ -115,7 +126,7 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
             named | "WriteOutputs" >> WriteJsonLines(
                 output, {"global_tally_final.json": global_tally_json(None)}, formats
             )
-    updates | "PrintUpdates" >> WriteToConsole(
+    printed | "PrintUpdates" >> WriteToConsole(
         partial(console.format_update, limit=tally_opts.print_limit)
     )
     return {
