@@ -153,7 +153,8 @@ def run_live(
 
     stream = options.view_as(StreamOptions)
     kafka = _wait_for_live_source(stream)
-    prepare_output(output, names)
+    if not (kafka and _restoring(options)):  # a restore adds to what the run before wrote
+        prepare_output(output, names)
     marker = end_marker(output)
     if FileSystems.exists(marker):  # from an earlier run into the same directory
         _remove(marker)
@@ -225,6 +226,12 @@ def _wait_for_live_source(stream) -> bool:
         return True
     wait_for_source(stream.source, stream.connect_timeout)
     return False
+
+
+def _restoring(options) -> bool:
+    from beam_tally.options import FlinkCheckpointOptions
+
+    return bool(options.view_as(FlinkCheckpointOptions).savepoint_path)
 
 
 class _TopicEnd:
