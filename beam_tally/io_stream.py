@@ -72,13 +72,21 @@ def watermark_event(at: float, tag: str) -> _Event:
     return _Event(watermark_event=_Event.AdvanceWatermark(new_watermark=_micros(at), tag=tag))
 
 
+FULL = (
+    "the producer at {endpoint} already serves as many consumers as it takes "
+    "(its --max_consumers): stop one of them, or start another producer"
+)
+
+
 def wait_for_source(endpoint: str, timeout: float) -> None:
-    """Waits up to ``timeout`` seconds for a producer at ``endpoint``; ``UsageError`` if none."""
+    """Waits up to ``timeout`` seconds for a producer at ``endpoint``, and checks that it takes
+    one more consumer; ``UsageError`` if none answers or it is full."""
     deadline = time.monotonic() + timeout
     while True:
         channel = grpc.insecure_channel(endpoint)
         try:
             grpc.channel_ready_future(channel).result(timeout=min(1.0, timeout))
+            _check_room(channel, endpoint)
             return
         except grpc.FutureTimeoutError:
             if time.monotonic() >= deadline:
@@ -88,6 +96,29 @@ def wait_for_source(endpoint: str, timeout: float) -> None:
                 ) from None
         finally:
             channel.close()
+
+
+def _check_room(channel, endpoint: str) -> None:
+    """Asks for the stream and drops it at its first event: a producer serving its maximum of
+    consumers refuses the call at once (the run would otherwise fail only after Beam's reader
+    had waited 30 s for events)."""
+    from apache_beam.portability.api import beam_interactive_api_pb2, beam_interactive_api_pb2_grpc
+
+    stub = beam_interactive_api_pb2_grpc.TestStreamServiceStub(channel)
+    call = stub.Events(beam_interactive_api_pb2.EventsRequest(output_ids=[]), timeout=5)
+    try:
+        next(call, None)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise UsageError(FULL.format(endpoint=endpoint)) from None
+        # anything else (a slow first event, a producer going away) is the run's to report
+    finally:
+        call.cancel()
+
+
+def stream_refused(err: BaseException | None) -> bool:
+    """Whether ``err`` is a producer refusing one more consumer (``RESOURCE_EXHAUSTED``)."""
+    return isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def end_element(kind: str):

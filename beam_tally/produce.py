@@ -45,6 +45,7 @@ Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --s
   --speedup N    pace by event time divided by N (default: as fast as possible)
   --follow       keep reading lines appended to the files and new files matching GLOB
   --max_delay S  reorder budget and watermark delay behind the newest line (default 5)
+  --max_consumers N  consumers served at once (default 32); one more is refused with a reason
 Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
 
 BLOCK = 4 << 20  # bytes read from a file per poll
@@ -64,6 +65,7 @@ def _parser() -> UsageParser:
     parser.add_argument("--format", default="auto", choices=["auto", "csv", "clf"])
     parser.add_argument("--max_file_bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
     parser.add_argument("--allow_remote", action="store_true")
+    parser.add_argument("--max_consumers", type=int, default=MAX_CONSUMERS)
     parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
     return parser
@@ -432,9 +434,9 @@ def serve(args) -> int:
     # No SO_REUSEPORT: a second producer on a taken port must fail, not share it. Each
     # connected consumer holds one worker thread for its whole stream.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_CONSUMERS),
+        futures.ThreadPoolExecutor(max_workers=args.max_consumers),
         options=[("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=MAX_CONSUMERS,
+        maximum_concurrent_rpcs=args.max_consumers,
     )
     service = _Service(args.kind, make_poll, settings)
     servicer = type(
@@ -508,6 +510,8 @@ def run(argv: list[str]) -> int:
         raise UsageError("--speedup must be a positive number")
     if args.max_delay < 0:
         raise UsageError("--max_delay must be 0 or more seconds")
+    if args.max_consumers < 1:
+        raise UsageError("--max_consumers must be 1 or more")
     if args.max_file_bytes <= 0:
         raise UsageError("--max_file_bytes must be a positive number of bytes")
     sys.stdout.reconfigure(line_buffering=True)

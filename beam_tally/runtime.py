@@ -22,7 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from beam_tally.io_stream import end_marker, is_live_part, wait_for_source
+from beam_tally.errors import UsageError
+from beam_tally.io_stream import FULL, end_marker, is_live_part, stream_refused, wait_for_source
 
 
 def tune_gc() -> tuple[int, int, int]:
@@ -160,7 +161,27 @@ def run_live(
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
-    result = p.run()
+    with _stream_refusals() as refused:
+        result = p.run()
+        ended, failure = _run_until_stopped(result, stream, refused)
+    if refused:
+        raise UsageError(FULL.format(endpoint=stream.source))
+    if failure:
+        raise failure[0]
+    if ended == "the stream ended":
+        if not FileSystems.exists(marker):
+            raise StreamBroken(
+                f"the stream from {stream.source} broke off before its end (the producer "
+                "stopped or the connection failed): the outputs hold what had arrived"
+            )
+        _remove(marker)
+    return result, time.perf_counter() - started, ended
+
+
+def _run_until_stopped(result, stream, refused: list) -> tuple[str, list[BaseException]]:
+    """Waits for ``result`` until its stream ends, ``--stop_after`` passes, Ctrl-C or SIGTERM,
+    or the producer refuses the stream; cancels it if it still runs. Returns how it ended and
+    the run's failure, if any."""
     finished = threading.Event()
     failure: list[BaseException] = []
 
@@ -183,7 +204,7 @@ def run_live(
     ended = "the stream ended"
     deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
     try:
-        while not finished.wait(0.1):
+        while not finished.wait(0.1) and not refused:
             if signals:
                 ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
                 break
@@ -199,16 +220,28 @@ def run_live(
             cancelling.join(timeout=5)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    if failure:
-        raise failure[0]
-    if ended == "the stream ended":
-        if not FileSystems.exists(marker):
-            raise StreamBroken(
-                f"the stream from {stream.source} broke off before its end (the producer "
-                "stopped or the connection failed): the outputs hold what had arrived"
-            )
-        _remove(marker)
-    return result, time.perf_counter() - started, ended
+    return ended, failure
+
+
+@contextlib.contextmanager
+def _stream_refusals():
+    """Beam's stream reader runs in a thread of its own: a producer that refuses this consumer
+    (full since ``wait_for_source`` checked) is collected here, for the run to report in one
+    line, instead of printing as that thread's traceback."""
+    refused: list[BaseException] = []
+    previous = threading.excepthook
+
+    def hook(args):
+        if stream_refused(args.exc_value):
+            refused.append(args.exc_value)
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield refused
+    finally:
+        threading.excepthook = previous
 
 
 class StreamBroken(Exception):

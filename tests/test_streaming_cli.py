@@ -431,3 +431,42 @@ def test_a_stream_that_breaks_off_is_a_failed_run_not_a_clean_end(tmp_path):
         assert stats[start] == expected[start]
     last, whole = stats[starts[-1]], expected[starts[-1]]
     assert last["hits"] <= whole["hits"] and last["bytes"] <= whole["bytes"]
+
+
+def test_a_consumer_past_the_producers_maximum_is_refused_in_one_line(tmp_path):
+    """A producer that takes one consumer, serving one: the next consumer gets one line that
+    says why, exit 2 at once (not a reader thread's traceback and a 'broke off' 30 s later),
+    and the consumer being served goes on to the end of the stream."""
+    logs = tmp_path / "a.csv"
+    generate_access(str(logs), fmt="csv", seconds=300, rate=2, seed=4)
+    first_out = tmp_path / "first"
+    procs: list[Proc] = []
+    try:
+        producer, source = start_producer(
+            "access", "--input", str(logs), "--speedup", "100", "--max_consumers", "1"
+        )
+        procs.append(producer)
+        first = Proc("monitor", "--streaming", "--source", source, "--output", str(first_out))
+        procs.append(first)
+        first.wait_for_line(r"^20\d\d-", timeout=60)  # the first consumer is being served
+        started = time.monotonic()
+        second = subprocess.run(
+            [sys.executable, "-m", "beam_tally", "monitor", "--streaming", "--source", source,
+             "--output", str(tmp_path / "second")],
+            capture_output=True, text=True, timeout=DEADLINE, check=False,
+        )  # fmt: skip
+        refused_in = time.monotonic() - started
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+        assert "--max_consumers" in second.stderr
+        assert refused_in < 20  # refused when it asked, not after the reader's 30 s wait
+        assert first.wait(timeout=DEADLINE) == 0, first.errors[-5:]
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    batch("monitor", "--input", str(logs), "--output", str(tmp_path / "batch"))
+
+    def by_start(out):
+        return sorted(read_outputs(str(out), "stats"), key=lambda stats: stats["start"])
+
+    assert by_start(first_out) == by_start(tmp_path / "batch")  # every window, every field
