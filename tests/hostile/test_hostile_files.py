@@ -123,14 +123,24 @@ def complete_prefix(decompressor, data: bytes) -> bytes:
     return content[: content.rfind(b"\n") + 1]
 
 
-@pytest.mark.parametrize("suffix", [".gz", ".bz2"])
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst"])
 def test_a_truncated_archive_keeps_its_lines_and_is_one_file_dead_letter(tmp_path, capsys, suffix):
+    import zstandard
+
     content = lines_csv(30_000).encode()  # bzip2 blocks are 900 kB: several blocks
-    packed = gzip.compress(content) if suffix == ".gz" else bz2.compress(content, 1)
+    packed = {
+        ".gz": lambda: gzip.compress(content),
+        ".bz2": lambda: bz2.compress(content, 1),
+        ".zst": lambda: zstandard.ZstdCompressor().compress(content),
+    }[suffix]()
     cut = packed[: len(packed) * 2 // 3]
     path = tmp_path / f"cut.csv{suffix}"
     path.write_bytes(cut)
-    decompressor = zlib.decompressobj(31) if suffix == ".gz" else bz2.BZ2Decompressor()
+    decompressor = {
+        ".gz": lambda: zlib.decompressobj(31),
+        ".bz2": bz2.BZ2Decompressor,
+        ".zst": lambda: zstandard.ZstdDecompressor().decompressobj(),
+    }[suffix]()
     prefix = complete_prefix(decompressor, cut)
     requests = prefix.count(b"\n") - 1  # less the header
     assert 0 < requests < 30_000
