@@ -7,6 +7,8 @@ event time) and DetectHighTraffic (the ``--alert_window`` average against ``--th
 
 from __future__ import annotations
 
+import sys
+
 import apache_beam as beam
 
 from beam_tally import console, metrics
@@ -23,7 +25,7 @@ from beam_tally.options import (
     parse_pipeline_args,
 )
 from beam_tally.records import alert_json, dead_letter_json, stats_json
-from beam_tally.runtime import run_live, run_pipeline
+from beam_tally.runtime import default_workers, run_live, run_pipeline
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
 from transforms.traffic import (
     ALERTS,
@@ -124,6 +126,9 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     configure_runner(options, argv)
+    workers = default_workers(options, argv)
+    if workers:
+        print(f"beam-tally: {workers}", file=sys.stderr)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
         _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS)

@@ -64,6 +64,56 @@ def _remove(path: str) -> None:
         os.remove(path)  # not Beam's local delete, which would take the path for a glob
 
 
+# A batch run on the DirectRunner uses several worker processes when the input has enough
+# bytes beyond its largest file to keep a second worker busy: a file is read by one worker,
+# and starting the workers costs a few seconds (benchmarks/bench_tally.py measures both).
+SPREAD_BYTES = 256 << 20
+
+
+def choose_workers(sizes: Sequence[int], cpus: int) -> int:
+    """Worker processes for input files of these ``sizes`` (bytes) on ``cpus`` cores: one,
+    unless the bytes outside the largest file reach ``SPREAD_BYTES``; then one per core, at
+    most one per file."""
+    if cpus < 2 or len(sizes) < 2 or sum(sizes) - max(sizes) < SPREAD_BYTES:
+        return 1
+    return min(cpus, len(sizes))
+
+
+def default_workers(options, argv: Sequence[str]) -> str | None:
+    """Sets the DirectRunner's worker count for a batch run over ``--input`` when the command
+    line gave none (``--direct_num_workers`` always wins); returns a line saying so, or None
+    when the run keeps one worker."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from beam_tally.io import matching_files
+    from beam_tally.options import IOOptions
+
+    pattern = options.view_as(IOOptions).input
+    standard = options.view_as(StandardOptions)
+    if not pattern:
+        return None
+    runner = standard.runner if isinstance(standard.runner, str) else ""
+    if standard.streaming or runner.rsplit(".", 1)[-1].lower() not in ("direct", "directrunner"):
+        return None
+    if any(arg.startswith("--direct_num_workers") for arg in argv):
+        return None
+    sizes = []
+    for path in matching_files(pattern):
+        with contextlib.suppress(OSError):  # a file that went away is the reader's to report
+            sizes.append(os.stat(path).st_size)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = choose_workers(sizes, cpus or 1)
+    if workers == 1:
+        return None
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = workers
+    direct.direct_running_mode = "multi_processing"
+    return (
+        f"using {workers} worker processes for {sum(sizes) / 2**20:,.0f} MiB in "
+        f"{len(sizes):,} files (--direct_num_workers=1 runs one)"
+    )
+
+
 def batch_runner(options) -> PipelineRunner | None:
     """The runner of a batch run: for ``--runner=DirectRunner`` its batch engine, the
     FnApiRunner, directly; None (the runner ``--runner`` names) otherwise.

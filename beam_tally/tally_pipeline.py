@@ -7,6 +7,7 @@ under ``--output``, and the console.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 
 import apache_beam as beam
@@ -30,7 +31,7 @@ from beam_tally.records import (
     file_tally_json,
     global_tally_json,
 )
-from beam_tally.runtime import run_live, run_pipeline
+from beam_tally.runtime import default_workers, run_live, run_pipeline
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
@@ -140,6 +141,9 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     configure_runner(options, argv)
+    workers = default_workers(options, argv)
+    if workers:
+        print(f"beam-tally: {workers}", file=sys.stderr)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
         _, seconds, ended = run_live(options, output, build_tally_pipeline, OUTPUTS)
