@@ -27,6 +27,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 from beam_tally.errors import UsageError
 from beam_tally.io import WriteBundleFn
 from beam_tally.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
+from transforms.list_batches import LineList
 
 KINDS = {"access": AccessLine, "tally": SourceFile}
 END_MARKER = ".stream-ended"  # written under --output when the stream's end marker arrives
@@ -40,8 +41,29 @@ _TimestampedElement = beam_runner_api_pb2.TestStreamPayload.TimestampedElement
 _Event = beam_runner_api_pb2.TestStreamPayload.Event
 
 
+# Access lines travel in chunks of up to this many, one stream element each: the streaming
+# DirectRunner has no Batched DoFns and pays its per-element machinery (decoding, bundles,
+# each step's invocation) once per element, so a chunk costs it what one line did. Documents
+# (tally) are large enough to travel one by one.
+LINES_PER_ELEMENT = 512
+
+
 def stream_coder(kind: str) -> beam.coders.Coder:
-    return beam.coders.registry.get_coder(KINDS[kind])
+    coder = beam.coders.registry.get_coder(KINDS[kind])
+    return beam.coders.ListCoder(coder) if kind == "access" else coder
+
+
+def stream_items(kind: str, items: list[tuple[float, Any]]) -> list[tuple[float, Any]]:
+    """``(event time, element)`` pairs as the stream carries them: access lines in
+    ``LineList`` chunks (in order, each at its earliest line's time, so never behind the
+    watermark), documents one by one."""
+    if kind != "access":
+        return items
+    chunks = []
+    for start in range(0, len(items), LINES_PER_ELEMENT):
+        part = items[start : start + LINES_PER_ELEMENT]
+        chunks.append((min(ts for ts, _ in part), LineList(line for _, line in part)))
+    return chunks
 
 
 def _micros(seconds: float) -> int:
@@ -99,9 +121,9 @@ def wait_for_source(endpoint: str, timeout: float) -> None:
 
 
 def _check_room(channel, endpoint: str) -> None:
-    """Asks for the stream and drops it at its first event: a producer serving its maximum of
-    consumers refuses the call at once (the run would otherwise fail only after Beam's reader
-    had waited 30 s for events)."""
+    """Asks for a stream of no outputs, which the producer answers with nothing: one serving
+    its maximum of consumers refuses the call at once (the run would otherwise fail only after
+    Beam's reader had waited 30 s for events)."""
     from apache_beam.portability.api import beam_interactive_api_pb2, beam_interactive_api_pb2_grpc
 
     stub = beam_interactive_api_pb2_grpc.TestStreamServiceStub(channel)
@@ -143,18 +165,28 @@ class _StreamEndFn(beam.DoFn):
         self.marker = marker
 
     def process(self, element):
+        if isinstance(element, list):  # a chunk of access lines; the end comes alone
+            if element and element[-1] == self.end:
+                self._ended()
+                element = LineList(element[:-1])
+            if element:
+                yield LineList(element)
+            return
         if element == self.end:
-            if self.marker:
-                with FileSystems.create(self.marker) as handle:
-                    handle.write(b"")
+            self._ended()
             return
         yield element
 
+    def _ended(self) -> None:
+        if self.marker:
+            with FileSystems.create(self.marker) as handle:
+                handle.write(b"")
+
 
 class ReadStream(beam.PTransform):
-    """``PBegin`` -> the elements a producer serves at ``endpoint`` (``AccessLine`` for
-    ``access``, ``SourceFile`` for ``tally``), timestamped with their event time. The end of
-    the stream writes ``marker``, when given."""
+    """``PBegin`` -> the elements a producer serves at ``endpoint`` (``LineList`` chunks of
+    ``AccessLine`` for ``access``, ``SourceFile`` for ``tally``), timestamped with their event
+    time. The end of the stream writes ``marker``, when given."""
 
     def __init__(self, endpoint: str, kind: str, marker: str | None = None) -> None:
         super().__init__()
@@ -163,7 +195,8 @@ class ReadStream(beam.PTransform):
         self.marker = marker
 
     def expand(self, pbegin):
-        element_type = KINDS[self.kind]
+        # Chunks are typed Any: the parser takes lines and chunks of them alike.
+        element_type = Any if self.kind == "access" else KINDS[self.kind]
         return (
             pbegin
             | "TestStreamService"

@@ -343,9 +343,18 @@ class _Service:
         self.settings = settings
 
     def Events(self, request, context):
-        from beam_tally.io_stream import elements_events, end_element, watermark_event
+        from beam_tally.io_stream import (
+            elements_events,
+            end_element,
+            stream_items,
+            watermark_event,
+        )
 
-        tag = request.output_ids[0] if request.output_ids else ""
+        if not request.output_ids:
+            # A consumer's check that it may connect (``io_stream.wait_for_source``): past
+            # --max_consumers gRPC refuses it before this; otherwise it gets no replay.
+            return
+        tag = request.output_ids[0]
         clock = SystemClock()
         served = late = 0
         _say(f"consumer connected from {context.peer()}")
@@ -363,15 +372,14 @@ class _Service:
                 _say(f"consumer left after {served:,} elements")
                 return
             if isinstance(event, End):
-                yield from elements_events(
-                    [(session.sent, end_element(self.kind))], self.coder, tag
-                )
+                end = [(session.sent, end_element(self.kind))]
+                yield from elements_events(stream_items(self.kind, end), self.coder, tag)
             elif isinstance(event, Elements):
                 if not served:  # the pacing origin, for latency measurements
                     first, at = session.pacer.origin or (event.items[0][0], time.time())
                     _say(f"first element: event time {first:.0f} due at {at:.3f}")
                 served += len(event.items)
-                yield from elements_events(event.items, self.coder, tag)
+                yield from elements_events(stream_items(self.kind, event.items), self.coder, tag)
             else:
                 yield watermark_event(event.at, tag)
         _say(f"replay finished: {served:,} elements served ({late:,} late)")

@@ -103,11 +103,17 @@ class ParseAccessLineFn(beam.DoFn):
         return records, dead_letters
 
     def process(self, line: AccessLine) -> Iterator[AccessRecord]:
-        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
-        records, dead_letters = self._parse([line])
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner). A
+        ``LineList`` element (the live stream's chunks) is parsed whole into one
+        ``RecordList`` element, which the aggregating consumers take as they take a batch."""
+        chunk = isinstance(line, list)
+        records, dead_letters = self._parse(line if chunk else [line])
         for dead in dead_letters:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
-        yield from records
+        if not chunk:
+            yield from records
+        elif records:
+            yield RecordList(records)
 
     @beam.DoFn.yields_batches
     def process_batch(self, lines: LineList) -> Iterator[RecordList]:
@@ -221,8 +227,9 @@ class _BundleAggregateFn(beam.DoFn):
         raise NotImplementedError
 
     def process(self, record: AccessRecord):
-        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
-        self._add((record,))
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner); a
+        ``RecordList`` element (from the live stream's chunks) is added whole."""
+        self._add(record if isinstance(record, list) else (record,))
 
     @beam.DoFn.yields_elements
     def process_batch(self, records: RecordList):
