@@ -14,12 +14,14 @@ from beam_tally.engines import configure_runner
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
+    ConsoleOptions,
     IOOptions,
     MonitorOptions,
     StreamOptions,
     UsageError,
     check_input_output,
     check_source,
+    options_help,
     parse_pipeline_args,
 )
 from beam_tally.records import alert_json, dead_letter_json, stats_json
@@ -40,20 +42,33 @@ OUTPUTS = (
     "dead_letters.jsonl",
 )  # under --output; an earlier run's are replaced
 
-HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv|clf]
-          [--threshold 10] [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5]
-          [Beam options]
-       beam-tally monitor --streaming --source HOST:PORT --output DIR [--stop_after S] ...
+HELP = f"""usage: beam-tally monitor --input GLOB --output DIR [options] [Beam options]
+       beam-tally monitor --streaming --source HOST:PORT --output DIR [options]
 
 Reads HTTP access logs (the exercise's CSV, or Common/Combined Log Format as nginx and Apache
 write it), prints stats for every --stats_window seconds of event time and a high-traffic alert
-when the --alert_window average passes --threshold requests per second, then its recovery.
-Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR.
+when the --alert_window average passes --threshold requests per second, then its recovery, in
+event-time order, and a closing summary with every alert and the whole run's totals. Writes
+stats.jsonl, alerts.jsonl, totals.jsonl and dead_letters.jsonl under DIR.
 
 Live: --streaming --source HOST:PORT reads what 'beam-tally produce access' serves, prints as
-the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl and dead_letters-*.jsonl as it
-goes, until the stream ends, --stop_after seconds pass, or Ctrl-C. A line that arrives behind
-the producer's watermark (more out of order than its --max_delay) is a 'late' dead letter."""
+the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl, totals-*.jsonl and
+dead_letters-*.jsonl as it goes (a new file of each every --roll_seconds), until the stream
+ends, --stop_after seconds pass, or Ctrl-C. A line that arrives behind the producer's watermark
+(more out of order than its --max_delay) is a 'late' dead letter.
+
+{
+    options_help(
+        "beam-tally monitor",
+        (IOOptions, "input and output"),
+        (MonitorOptions, "monitor"),
+        (ConsoleOptions, "console"),
+        (StreamOptions, "live (with --streaming)"),
+    )
+}
+
+Beam options pass through unchanged, e.g. --runner=DirectRunner (the default), FlinkRunner or
+PrismRunner, --direct_num_workers=2 --direct_running_mode=multi_processing."""
 
 
 def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:

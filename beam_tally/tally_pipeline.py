@@ -17,12 +17,14 @@ from beam_tally.engines import configure_runner
 from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
 from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
 from beam_tally.options import (
+    ConsoleOptions,
     IOOptions,
     StreamOptions,
     TallyOptions,
     UsageError,
     check_input_output,
     check_source,
+    options_help,
     parse_pipeline_args,
 )
 from beam_tally.records import (
@@ -50,21 +52,29 @@ OUTPUTS = (
     "dead_letters.jsonl",
 )  # under --output; an earlier run's are replaced
 
-HELP = """usage: beam-tally tally --input GLOB --output DIR [--print_limit N] [Beam options]
-       beam-tally tally --streaming --source HOST:PORT --output DIR [--stop_after S] ...
+HELP = f"""usage: beam-tally tally --input GLOB --output DIR [options] [Beam options]
+       beam-tally tally --streaming --source HOST:PORT --output DIR [options]
 
-Tallies logs per email in every logs_xx.json file matched by GLOB and keeps a global tally,
-printed after each file. Writes tallies.jsonl, global_tally.jsonl, global_tally_final.json and
-dead_letters.jsonl under DIR.
-
-  --input GLOB       files to read (quote the glob)
-  --output DIR       directory for the outputs (created if missing)
-  --print_limit N    entries of each tally printed on the console (default 20)
-  Beam options       e.g. --runner=DirectRunner (default), --direct_num_workers=2
+Tallies logs per email in every logs_xx.json file ({{"logs":[{{"id","email","message"}}, ...]}})
+that --input names, and keeps a global tally, printed after each file. Writes tallies.jsonl,
+global_tally.jsonl, global_tally_final.json and dead_letters.jsonl under DIR.
 
 Live: --streaming --source HOST:PORT reads the documents 'beam-tally produce tally' serves and
-writes tallies-*.jsonl, global_tally-*.jsonl and dead_letters-*.jsonl as it goes, until the
-stream ends, --stop_after seconds pass, or Ctrl-C (--connect_timeout S: wait for the producer)."""
+writes tallies-*.jsonl, global_tally-*.jsonl and dead_letters-*.jsonl as it goes (a new file of
+each every --roll_seconds), until the stream ends, --stop_after seconds pass, or Ctrl-C.
+
+{
+    options_help(
+        "beam-tally tally",
+        (IOOptions, "input and output"),
+        (TallyOptions, "tally"),
+        (ConsoleOptions, "console"),
+        (StreamOptions, "live (with --streaming)"),
+    )
+}
+
+Beam options pass through unchanged, e.g. --runner=DirectRunner (the default), FlinkRunner or
+PrismRunner, --direct_num_workers=2 --direct_running_mode=multi_processing."""
 
 
 def _final_json(final) -> str:
