@@ -232,6 +232,8 @@ def check_source(options) -> str | None:
         raise UsageError("--stop_after must be a positive number of seconds")
     if stream.connect_timeout <= 0:
         raise UsageError("--connect_timeout must be a positive number of seconds")
+    if not 0 < stream.roll_seconds < float("inf"):
+        raise UsageError("--roll_seconds must be a positive number of seconds")
     if not stream.source:
         if streaming:
             raise UsageError(

@@ -44,23 +44,28 @@ class TallyEntry(NamedTuple):
 
 
 class FileTally(NamedTuple):
-    """The tally message of one file: entries sorted by total descending, then email."""
+    """The tally message of one file: entries sorted by total descending, then email.
+
+    ``note`` says, for the console, why a file's tally is empty or short (an empty file, a bad
+    one, bad logs: ``parse_logs.document_note``); it is not part of ``tallies.jsonl``."""
 
     source: str
     tally: Sequence[TallyEntry]
+    note: str = ""
 
 
 class GlobalTally(NamedTuple):
     """The global tally after ``files`` tally messages, the last one from ``after``.
 
-    ``applied`` is the tally message that produced this update; it is shown on the console and
-    is not part of ``global_tally.jsonl``.
+    ``applied`` is the tally message that produced this update, and ``note`` that message's
+    note; both are shown on the console and are not part of ``global_tally.jsonl``.
     """
 
     files: int
     after: str
     tally: Sequence[TallyEntry]
     applied: Sequence[TallyEntry]
+    note: str = ""
 
 
 class DeadLetter(NamedTuple):
@@ -239,3 +244,30 @@ def stats_json(stats: TrafficStats) -> str:
             "distinct_users": stats.distinct_users,
         }
     ).decode()
+
+
+def stats_from_json(row: dict) -> TrafficStats:
+    """The ``TrafficStats`` of a ``stats_json`` line (read back for the console)."""
+
+    def ranked(entries: list[dict], key: str, value: str) -> list[RankedCount]:
+        return [RankedCount(e[key], e[value]) for e in entries]
+
+    return TrafficStats(
+        row["start"],
+        row["end"],
+        row["hits"],
+        row["bytes"],
+        ranked(row["sections"], "section", "hits"),
+        sorted(RankedCount(name, value) for name, value in row["status_classes"].items()),
+        row["error_rate"],
+        ranked(row["hosts_by_hits"], "host", "hits"),
+        ranked(row["hosts_by_bytes"], "host", "bytes"),
+        ranked(row["users"], "user", "hits"),
+        row["distinct_hosts"],
+        row["distinct_users"],
+    )
+
+
+def alert_from_json(row: dict) -> Alert:
+    """The ``Alert`` of an ``alert_json`` line."""
+    return Alert(row["kind"], row["at"], row["hits"], row["average"])

@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from beam_tally.io_stream import end_marker, is_live_part, wait_for_source
+from beam_tally.io_stream import LiveFiles, end_marker, is_live_part, wait_for_source
 
 
 def tune_gc() -> tuple[int, int, int]:
@@ -128,14 +128,20 @@ def run_pipeline(
     """Prepares ``output`` (``prepare_output``), tunes the GC, builds the graph with
     ``build(p, options)`` and runs it to the end; returns the ``PipelineResult`` and the wall
     time. (Building a graph allocates enough for several full collections over Beam's heap.)"""
+    from beam_tally import progress
+    from beam_tally.options import ConsoleOptions, IOOptions
+
     prepare_output(output, names)
     started = time.perf_counter()
     previous = tune_gc()
     runner = batch_runner(options)
+    shown = progress.display(
+        options.view_as(ConsoleOptions).progress, options.view_as(IOOptions).input
+    )
     try:
         p = beam.Pipeline(runner=runner, options=options)
         build(p, options)
-        with contextlib.nullcontext() if runner else quiet_harness_teardown():
+        with contextlib.nullcontext() if runner else quiet_harness_teardown(), shown:
             result = p.run()
             result.wait_until_finish()
     finally:
@@ -184,6 +190,7 @@ def run_live(
     deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
     try:
         while not finished.wait(0.1):
+            LiveFiles.roll_due(output)  # a quiet output's finished roll is renamed in too
             if signals:
                 ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
                 break
@@ -197,6 +204,7 @@ def run_live(
             cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
             cancelling.start()
             cancelling.join(timeout=5)
+        LiveFiles.finish(output)  # the last roll of every output, complete as it stands
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     if failure:
