@@ -129,7 +129,7 @@ def format_stats(stats: TrafficStats) -> str:
 
 
 def format_alert(alert: Alert) -> str:
-    """The alert and recovery lines, verbatim as DESIGN.md gives them."""
+    """The alert and recovery lines, verbatim as docs/design.md gives them."""
     if alert.kind == "alert":
         return (
             f"High traffic generated an alert - hits = {alert.hits}, "

@@ -4,7 +4,7 @@ Every record is a ``typing.NamedTuple`` registered with Beam's ``RowCoder``, so 
 have deterministic, compact coders on every runner. Fields use ``typing.Optional``: Beam's
 schema inference does not read ``X | None`` and would fall back to pickled, non-deterministic
 fields. Sequences are lists, as ``RowCoder`` decodes them. The ``*_json`` helpers are pure and
-produce exactly the lines DESIGN.md specifies.
+produce exactly the lines docs/design.md specifies.
 """
 
 from collections.abc import Sequence
@@ -80,7 +80,7 @@ class DeadLetter(NamedTuple):
 class AccessRecord(NamedTuple):
     """One HTTP access-log line. ``timestamp`` is the event time in whole epoch seconds; the
     ``section`` is the path up to its second ``/`` (``/api/user`` -> ``/api``). ``source`` and
-    ``line`` (beyond DESIGN.md's fields) say where it came from, so that a stage far downstream
+    ``line`` (beyond docs/design.md's fields) say where it came from, so that a stage far downstream
     (the alert detector, for a late line) can still dead-letter it with its origin."""
 
     host: str

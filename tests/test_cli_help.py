@@ -4,6 +4,7 @@ meaning, --input as a folder in every command, and produce --follow on a missing
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -139,3 +140,34 @@ def test_produce_follow_on_a_missing_folder_says_so_and_exits_2(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert f"the folder {str(tmp_path / folder)!r} does not exist" in lines[0], given
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_contract_is_in_the_repository_and_readme_points_only_inside_it():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    assert "../shared" not in readme and "shared/DESIGN" not in readme
+    assert "(docs/design.md)" in readme
+    with open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8") as handle:
+        design = handle.read()
+    for card in (
+        "ReadFromText",
+        "JSON parse",
+        "FlatMap per log",
+        "per-file CombinePerKey tally",
+        "global CombineGlobally tally",
+        "fixed windows for the stats",
+        "sliding windows for the alert average",
+        "producer and consumer stages as composable PTransforms",
+    ):
+        assert re.search(rf"^\| {re.escape(card)}", design, re.M), card
+    for heading in ("## Architecture", "## Command line", "## Files", "## Messages"):
+        assert heading in design
+    assert "### The alert rule" in design
+    # Every output the jobs write is in the contract.
+    from beam_tally import monitor_pipeline, tally_pipeline
+
+    for name in (*tally_pipeline.OUTPUTS, *monitor_pipeline.OUTPUTS):
+        assert f"`{name}`" in design, name
