@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,6 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from beam_tally.errors import UsageError
-from beam_tally.io import WriteBundleFn
 from beam_tally.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
 from transforms.list_batches import LineList
 
@@ -208,10 +208,11 @@ class ReadStream(beam.PTransform):
         )
 
 
-def live_part_name(name: str) -> str:
-    """A live run's file for one bundle of output ``name``: ``stats-<time>-<id>.jsonl``."""
+def live_part_name(name: str, at: float | None = None) -> str:
+    """A live run's file of output ``name`` for the roll that started at ``at`` (epoch seconds,
+    now by default): ``stats-<time>-<id>.jsonl``."""
     stem, ext = os.path.splitext(name)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() if at is None else at))
     return f"{stem}-{stamp}-{uuid.uuid4().hex[:12]}{ext}"
 
 
@@ -222,32 +223,119 @@ def is_live_part(file_name: str, name: str) -> bool:
     return re.fullmatch(pattern, file_name) is not None
 
 
-class _WriteLiveFn(WriteBundleFn):
-    """Each bundle's lines become a new file ``live_part_name(name)``: written under a
-    temporary name, then renamed, so a reader never sees half a file, and written as the run
-    goes, so a run stopped or crashed keeps what it already reported."""
+class _RollingFile:
+    """The file of one live output for the current roll: lines appended under a temporary
+    name, then, once the roll is over, closed and renamed into place (a reader never sees half
+    a file)."""
 
-    def _new_path(self) -> str:
-        return FileSystems.join(self.directory, f".{uuid.uuid4().hex}.tmp")
+    def __init__(self, directory: str, name: str, roll_seconds: float) -> None:
+        self.directory = directory
+        self.name = name
+        self.roll_seconds = roll_seconds
+        self.handle = None
+        self.path = ""
+        self.started = 0.0
 
-    def _done(self, path: str):
-        FileSystems.rename([path], [FileSystems.join(self.directory, live_part_name(self.name))])
-        return ()
+    def write(self, data: bytes, now: float) -> None:
+        if self.handle is not None and now >= self.started + self.roll_seconds:
+            self.finish()
+        if self.handle is None:
+            self.started = now - now % self.roll_seconds  # rolls aligned to the wall clock
+            self.path = FileSystems.join(self.directory, f".{uuid.uuid4().hex}.tmp")
+            self.handle = FileSystems.create(self.path)
+        self.handle.write(data)
+        self.handle.flush()
+
+    def due(self, now: float) -> bool:
+        return self.handle is not None and now >= self.started + self.roll_seconds
+
+    def finish(self) -> None:
+        if self.handle is None:
+            return
+        self.handle.close()
+        self.handle = None
+        final = FileSystems.join(self.directory, live_part_name(self.name, self.started))
+        FileSystems.rename([self.path], [final])
+
+
+class LiveFiles:
+    """The rolling files of the live outputs written in this process, shared by every bundle
+    and thread of the sink (a live run is the DirectRunner's streaming mode, in this process:
+    ``options.check_source``). The launcher rolls what is due while the run goes
+    (``roll_due``) and finishes every file when it ends (``finish``)."""
+
+    _lock = threading.Lock()
+    _files: dict[tuple[str, str], _RollingFile] = {}  # one per process, on purpose
+
+    @classmethod
+    def write(cls, directory: str, name: str, roll_seconds: float, data: bytes) -> None:
+        with cls._lock:
+            rolling = cls._files.get((directory, name))
+            if rolling is None:
+                rolling = cls._files[(directory, name)] = _RollingFile(
+                    directory, name, roll_seconds
+                )
+            rolling.write(data, time.time())
+
+    @classmethod
+    def roll_due(cls, directory: str) -> None:
+        """Closes and renames into place every file of ``directory`` whose roll is over."""
+        now = time.time()
+        with cls._lock:
+            for (folder, _), rolling in cls._files.items():
+                if folder == directory and rolling.due(now):
+                    rolling.finish()
+
+    @classmethod
+    def finish(cls, directory: str) -> None:
+        """Closes and renames into place every open file of ``directory`` (the run ended)."""
+        with cls._lock:
+            for key in [key for key in cls._files if key[0] == directory]:
+                cls._files.pop(key).finish()
+
+
+class _WriteLiveFn(beam.DoFn):
+    """Appends each bundle's lines of output ``name`` to the current rolling file of that
+    output (``LiveFiles``): one file per output per ``roll_seconds`` of wall time, each written
+    under a temporary name and renamed into place once complete, so a reader never sees half a
+    file and a run that is stopped keeps what it already reported."""
+
+    def __init__(self, directory: str, name: str, to_text=None, roll_seconds: float = 60.0) -> None:
+        self.directory = directory
+        self.name = name
+        self.to_text = to_text
+        self.roll_seconds = roll_seconds
+
+    def start_bundle(self):
+        self.lines: list[str] = []
+
+    def process(self, element):
+        self.lines.append(element if self.to_text is None else self.to_text(element))
+
+    def finish_bundle(self):
+        if self.lines:
+            data = ("\n".join(self.lines) + "\n").encode("utf-8")
+            LiveFiles.write(self.directory, self.name, self.roll_seconds, data)
+        self.lines = []
 
 
 class WriteJsonLinesLive(beam.PTransform):
     """``{file name: PCollection}`` -> files ``NAME-*.jsonl`` under ``directory``, one line per
-    element (``formats[name](element)``, or the ``str`` element itself), written bundle by
-    bundle while a streaming run goes (readers glob ``NAME*.jsonl``)."""
+    element (``formats[name](element)``, or the ``str`` element itself), written as a
+    streaming run goes, a new file of each output every ``roll_seconds`` (readers glob
+    ``NAME*.jsonl``)."""
 
-    def __init__(self, directory: str, formats: dict | None = None) -> None:
+    def __init__(
+        self, directory: str, formats: dict | None = None, roll_seconds: float = 60.0
+    ) -> None:
         super().__init__()
         self.directory = directory
         self.formats = formats or {}
+        self.roll_seconds = roll_seconds
 
     def expand(self, named):
         for name, pcoll in named.items():
-            write = _WriteLiveFn(self.directory, name, self.formats.get(name))
+            write = _WriteLiveFn(self.directory, name, self.formats.get(name), self.roll_seconds)
             pcoll | f"Write {name}" >> beam.ParDo(write)
         return beam.pvalue.PDone(next(iter(named.values())).pipeline)
 

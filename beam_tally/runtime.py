@@ -23,7 +23,14 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_tally.errors import UsageError
-from beam_tally.io_stream import FULL, end_marker, is_live_part, stream_refused, wait_for_source
+from beam_tally.io_stream import (
+    FULL,
+    LiveFiles,
+    end_marker,
+    is_live_part,
+    stream_refused,
+    wait_for_source,
+)
 
 
 def tune_gc() -> tuple[int, int, int]:
@@ -179,14 +186,20 @@ def run_pipeline(
     """Prepares ``output`` (``prepare_output``), tunes the GC, builds the graph with
     ``build(p, options)`` and runs it to the end; returns the ``PipelineResult`` and the wall
     time. (Building a graph allocates enough for several full collections over Beam's heap.)"""
+    from beam_tally import progress
+    from beam_tally.options import ConsoleOptions, IOOptions
+
     prepare_output(output, names)
     started = time.perf_counter()
     previous = tune_gc()
     runner = batch_runner(options)
+    shown = progress.display(
+        options.view_as(ConsoleOptions).progress, options.view_as(IOOptions).input
+    )
     try:
         p = beam.Pipeline(runner=runner, options=options)
         build(p, options)
-        with contextlib.nullcontext() if runner else quiet_harness_teardown():
+        with contextlib.nullcontext() if runner else quiet_harness_teardown(), shown:
             result = p.run()
             result.wait_until_finish()
     finally:
@@ -213,7 +226,7 @@ def run_live(
     build(p, options)
     with _stream_refusals() as refused:
         result = p.run()
-        ended, failure = _run_until_stopped(result, stream, refused)
+        ended, failure = _run_until_stopped(result, stream, output, refused)
     if refused:
         raise UsageError(FULL.format(endpoint=stream.source))
     if failure:
@@ -228,10 +241,13 @@ def run_live(
     return result, time.perf_counter() - started, ended
 
 
-def _run_until_stopped(result, stream, refused: list) -> tuple[str, list[BaseException]]:
+def _run_until_stopped(
+    result, stream, output: str, refused: list
+) -> tuple[str, list[BaseException]]:
     """Waits for ``result`` until its stream ends, ``--stop_after`` passes, Ctrl-C or SIGTERM,
-    or the producer refuses the stream; cancels it if it still runs. Returns how it ended and
-    the run's failure, if any."""
+    or the producer refuses the stream; cancels it if it still runs, and completes the last
+    roll of every output under ``output``. Returns how it ended and the run's failure, if
+    any."""
     finished = threading.Event()
     failure: list[BaseException] = []
 
@@ -255,6 +271,7 @@ def _run_until_stopped(result, stream, refused: list) -> tuple[str, list[BaseExc
     deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
     try:
         while not finished.wait(0.1) and not refused:
+            LiveFiles.roll_due(output)  # a quiet output's finished roll is renamed in too
             if signals:
                 ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
                 break
@@ -268,6 +285,7 @@ def _run_until_stopped(result, stream, refused: list) -> tuple[str, list[BaseExc
             cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
             cancelling.start()
             cancelling.join(timeout=5)
+        LiveFiles.finish(output)  # the last roll of every output, complete as it stands
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     return ended, failure

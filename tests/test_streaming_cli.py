@@ -195,6 +195,56 @@ def test_live_stats_and_dead_letters_equal_the_batch_ones(live_monitor):
     assert live_dead == batch_dead and sum(batch_dead.values()) > 0
 
 
+def test_live_outputs_are_a_few_rolled_files_and_the_totals_equal_the_batch_ones(live_monitor):
+    data, _, consumer, _ = live_monitor
+    names = os.listdir(data / "live")
+    elapsed = consumer.lines[-1][0] - consumer.started  # the run, start to summary
+    for name in ("stats", "alerts", "totals", "dead_letters"):
+        files = [n for n in names if n.startswith(f"{name}-") and n.endswith(".jsonl")]
+        # One file per minute of wall time (default --roll_seconds 60), not one per bundle.
+        assert 1 <= len(files) <= int(elapsed // 60) + 2, (name, files)
+    assert not [n for n in names if n.endswith(".tmp")]  # every roll renamed into place
+    (batch_totals,) = read_outputs(str(data / "batch"), "totals")
+    live_totals = max(read_outputs(str(data / "live"), "totals"), key=lambda t: t["hits"])
+    assert live_totals == batch_totals
+    # The live summary lists the alerts and the totals, as the batch one does.
+    summary = [line for _, line in consumer.lines]
+    for alert in read_outputs(str(data / "batch"), "alerts"):
+        word = "alert   " if alert["kind"] == "alert" else "recovery"
+        assert any(line.startswith(f"  {word}  {alert['time']}  hits ") for line in summary)
+    assert any(
+        line.startswith("totals ") and f"{batch_totals['hits']:,} requests" in line
+        for line in summary
+    )
+
+
+def test_roll_seconds_starts_a_new_complete_file_of_each_output_every_s_seconds(
+    live_monitor, tmp_path
+):
+    data = live_monitor[0]
+    pattern = str(data / "logs" / "*")
+    producer_args = ("access", "--input", pattern, "--speedup", "150")  # 6 s of wall time
+    out = tmp_path / "live"
+    with live(producer_args, "monitor", out, "--roll_seconds", "1", "--console", "summary") as (
+        _,
+        consumer,
+    ):
+        assert consumer.wait() == 0, consumer.errors[-10:]
+        elapsed = time.monotonic() - consumer.started
+    stats_files = sorted(glob.glob(str(out / "stats-*.jsonl")))
+    assert 3 <= len(stats_files) <= elapsed + 2, stats_files
+    stamps = [re.search(r"-(\d{8}T\d{6})-", path)[1] for path in stats_files]
+    assert len(set(stamps)) == len(stamps)  # one file per roll
+    rows = []
+    for path in stats_files:  # each one complete: every line a whole JSON row
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        assert text.endswith("\n")
+        rows += [json.loads(line) for line in text.splitlines()]
+    batch_stats = {s["start"]: s for s in read_outputs(str(data / "batch"), "stats")}
+    assert {s["start"]: s for s in rows} == batch_stats and len(rows) == len(batch_stats)
+
+
 def test_first_alert_is_printed_before_the_stream_ends(live_monitor):
     _, producer, consumer, _ = live_monitor
     alerted = consumer.first_time(r"^High traffic generated an alert - hits = \d+, triggered at")

@@ -92,6 +92,7 @@ def test_output_and_input_with_glob_characters_are_taken_literally(tmp_path, cap
         "alerts.jsonl",
         "dead_letters.jsonl",
         "stats.jsonl",
+        "totals.jsonl",
     ]  # no temporary folder left behind
     doc = folder / "logs[1].json"
     doc.write_text('{"logs": [{"email": "a@x"}, {"email": "a@x"}]}')
