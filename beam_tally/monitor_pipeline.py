@@ -183,8 +183,8 @@ def run(argv: list[str]) -> int:
     output = options.view_as(IOOptions).output
     shown = options.view_as(ConsoleOptions).console
     if options.view_as(StreamOptions).source:
-        _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS)
-        totals, reasons = metrics.live_monitor_counters(output)
+        _, seconds, ended, lines = run_live(options, output, build_monitor_pipeline, OUTPUTS)
+        totals, reasons = metrics.live_monitor_counters(output, lines)
         bad_files = {}  # a live run keeps no per-file metrics (see metrics.live_*)
     else:
         result, seconds = run_pipeline(options, output, build_monitor_pipeline, OUTPUTS)

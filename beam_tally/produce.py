@@ -414,7 +414,7 @@ class _Service:
                 _say(f"consumer left after {served:,} elements")
                 return
             if isinstance(event, End):
-                end = [(session.sent, end_element(self.kind))]
+                end = [(session.sent, end_element(self.kind, served))]
                 yield from elements_events(stream_items(self.kind, end), self.coder, tag)
             elif isinstance(event, Elements):
                 if not served:  # the pacing origin, for latency measurements

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -28,6 +29,7 @@ from beam_tally.io_stream import (
     LiveFiles,
     end_marker,
     is_live_part,
+    lines_read,
     stream_refused,
     wait_for_source,
 )
@@ -207,11 +209,19 @@ def run_pipeline(
     return result, time.perf_counter() - started
 
 
-def run_live(
-    options, output: str, build: Callable, names: Sequence[str] = ()
-) -> tuple[object, float, str]:
+class LiveRun(NamedTuple):
+    """How a live run went: its result, wall time, how it ended, and the lines the producer
+    read (from the stream's end; None for a run stopped before it, or for documents)."""
+
+    result: object
+    seconds: float
+    ended: str
+    lines_read: int | None
+
+
+def run_live(options, output: str, build: Callable, names: Sequence[str] = ()) -> LiveRun:
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
-    (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
+    (SIGTERM too); returns how it went (``LiveRun``). The outputs are
     written as the run goes, so stopping it keeps everything already reported."""
     from beam_tally.options import StreamOptions
 
@@ -231,14 +241,16 @@ def run_live(
         raise UsageError(FULL.format(endpoint=stream.source))
     if failure:
         raise failure[0]
+    read = None
     if ended == "the stream ended":
         if not FileSystems.exists(marker):
             raise StreamBroken(
                 f"the stream from {stream.source} broke off before its end (the producer "
                 "stopped or the connection failed): the outputs hold what had arrived"
             )
+        read = lines_read(output)
         _remove(marker)
-    return result, time.perf_counter() - started, ended
+    return LiveRun(result, time.perf_counter() - started, ended, read)
 
 
 def _run_until_stopped(

@@ -162,7 +162,7 @@ def run(argv: list[str]) -> int:
         print(f"beam-tally: {workers}", file=sys.stderr)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
-        _, seconds, ended = run_live(options, output, build_tally_pipeline, OUTPUTS)
+        _, seconds, ended, _ = run_live(options, output, build_tally_pipeline, OUTPUTS)
         totals, reasons, emails = metrics.live_tally_counters(output)
         bad_files = {}  # a live run keeps no per-file metrics (see metrics.live_*)
     else:
