@@ -26,8 +26,8 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from beam_tally.errors import UsageError
-from beam_tally.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
 from transforms.list_batches import LineList
+from transforms.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
 
 KINDS = {"access": AccessLine, "tally": SourceFile}
 END_MARKER = ".stream-ended"  # written under --output when the stream's end marker arrives

@@ -26,14 +26,14 @@ from beam_tally.options import (
     options_help,
     parse_pipeline_args,
 )
-from beam_tally.records import (
+from beam_tally.runtime import default_workers, run_live, run_pipeline
+from transforms.records import (
     alert_from_json,
     alert_json,
     dead_letter_json,
     stats_from_json,
     stats_json,
 )
-from beam_tally.runtime import default_workers, run_live, run_pipeline
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
 from transforms.traffic import (
     ALERTS,

@@ -194,14 +194,14 @@ class AccessFileReader:
 
     def _error(self, reason: str):
         """A dead letter for the current line, which could not be sent as data."""
-        from beam_tally.records import STREAM_ERROR, AccessLine
+        from transforms.records import STREAM_ERROR, AccessLine
 
         return AccessLine(self.path, self.line, reason, STREAM_ERROR)
 
     def _lines(self, block: bytes, last: bool) -> list:
         from beam_tally.io import _file_format
-        from beam_tally.records import AccessLine
         from transforms import access_log
+        from transforms.records import AccessLine
 
         data = self.tail + block
         if self.cr_only is None:  # lines ending with CR alone (classic Mac OS)
@@ -250,7 +250,7 @@ class AccessFileReader:
 
 def _file_error(path: str, reason: str):
     """A dead letter for a whole file (no line number)."""
-    from beam_tally.records import STREAM_ERROR, AccessLine
+    from transforms.records import STREAM_ERROR, AccessLine
 
     return AccessLine(path, 0, reason, STREAM_ERROR)
 
@@ -321,7 +321,7 @@ def tally_poll(pattern: str, follow: bool, clock, max_bytes: int = DEFAULT_MAX_F
     have not changed between two polls, and every path only once."""
     from beam_tally.io import unreadable
     from beam_tally.io_stream import MAX_ELEMENT_BYTES
-    from beam_tally.records import STREAM_ERROR_PREFIX, SourceFile
+    from transforms.records import STREAM_ERROR_PREFIX, SourceFile
 
     served: set[str] = set()
     last_seen: dict[str, tuple[int, int]] = {}
@@ -431,8 +431,8 @@ def late_line(ts: float, line, behind: float, max_delay: float):
     """A line more out of order than the reorder budget, as the consumer must see it: a
     ``late`` dead letter. Lines that are not requests (a header, a bad line) stay as they are,
     for the consumer's parser to skip or dead-letter for what they are."""
-    from beam_tally.records import STREAM_ERROR, AccessLine
     from transforms import access_log
+    from transforms.records import STREAM_ERROR, AccessLine
 
     if line.fmt == STREAM_ERROR:
         return line

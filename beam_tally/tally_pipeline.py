@@ -28,12 +28,12 @@ from beam_tally.options import (
     options_help,
     parse_pipeline_args,
 )
-from beam_tally.records import (
+from beam_tally.runtime import default_workers, run_live, run_pipeline
+from transforms.records import (
     dead_letter_json,
     file_tally_json,
     global_tally_json,
 )
-from beam_tally.runtime import default_workers, run_live, run_pipeline
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,

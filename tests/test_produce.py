@@ -8,9 +8,9 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_tally.produce import access_poll, tally_poll
-from beam_tally.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
 from tests.conftest import direct_pipeline
 from tests.test_replay import FakeClock
+from transforms.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
 from transforms.tally import DEAD_LETTERS, DOCUMENTS, LOGS, ParseLogDocuments
 from transforms.traffic import RECORDS, ParseAccessLines
 

@@ -240,7 +240,7 @@ def test_the_producer_reads_compressed_files_as_the_batch_jobs_do(tmp_path):
 
 def test_the_producer_reports_a_truncated_archive_once(tmp_path):
     from beam_tally.produce import access_poll
-    from beam_tally.records import STREAM_ERROR
+    from transforms.records import STREAM_ERROR
 
     content = lines_csv(2000).encode()
     packed = gzip.compress(content)
@@ -262,8 +262,8 @@ def test_the_producer_reports_a_truncated_archive_once(tmp_path):
 
 def test_the_producer_serves_special_files_as_dead_letters(tmp_path):
     from beam_tally.produce import access_poll, tally_poll
-    from beam_tally.records import STREAM_ERROR, STREAM_ERROR_PREFIX
     from tests.test_replay import FakeClock
+    from transforms.records import STREAM_ERROR, STREAM_ERROR_PREFIX
 
     expected = special_files(tmp_path)
     (tmp_path / "good.csv").write_text(lines_csv(3))
