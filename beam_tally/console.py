@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from beam_tally.sources import DAMAGED, LINE_TOO_LONG, TOO_LARGE
+from beam_tally.io.sources import DAMAGED, LINE_TOO_LONG, TOO_LARGE
 from beam_tally.terminal import escape_control
 from transforms.records import Alert, GlobalTally, TallyEntry, TrafficStats, stats_from_json
 from transforms.timefmt import iso_utc, utc_text

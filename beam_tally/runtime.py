@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_tally.errors import UsageError
-from beam_tally.io_stream import (
+from beam_tally.io.stream import (
     FULL,
     LiveFiles,
     end_marker,
@@ -94,7 +94,7 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
     when the run keeps one worker."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from beam_tally.io import matching_files
+    from beam_tally.io.files import matching_files
     from beam_tally.options import IOOptions
 
     pattern = options.view_as(IOOptions).input

@@ -320,7 +320,7 @@ def test_update_global_tally_final_equals_the_sum(files):
 
 
 def test_write_json_lines_writes_every_file_even_when_all_inputs_are_empty(tmp_path):
-    from beam_tally.io import WriteJsonLines
+    from beam_tally.io.files import WriteJsonLines
 
     out = tmp_path / "out"
     out.mkdir()

@@ -140,7 +140,7 @@ def test_bracket_soup_documents(tokens):
 def test_the_reader_gives_every_line_once(tmp_path_factory, raw, block):
     from apache_beam import pvalue
 
-    from beam_tally.io import ReadLinesFn
+    from beam_tally.io.files import ReadLinesFn
 
     path = tmp_path_factory.mktemp("r") / "f.log"
     path.write_bytes(raw)

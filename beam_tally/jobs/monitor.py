@@ -13,8 +13,8 @@ import apache_beam as beam
 
 from beam_tally import console, input_check, metrics
 from beam_tally.engines import configure_runner
-from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
+from beam_tally.io.files import ReadAccessLogs, WriteJsonLines, WriteToConsole
+from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
     ConsoleOptions,
     IOOptions,

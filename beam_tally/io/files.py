@@ -22,7 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_tally import progress
-from beam_tally.sources import (
+from beam_tally.io.sources import (
     DEFAULT_MAX_FILE_BYTES,
     LINE_TOO_LONG,
     UNREADABLE,

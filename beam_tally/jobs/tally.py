@@ -15,8 +15,8 @@ from apache_beam.metrics import Metrics
 
 from beam_tally import console, input_check, metrics
 from beam_tally.engines import configure_runner
-from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
+from beam_tally.io.files import ReadLogFiles, WriteJsonLines, WriteToConsole
+from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
 from beam_tally.options import (
     ConsoleOptions,
     IOOptions,
