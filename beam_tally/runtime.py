@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -121,6 +122,18 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
         f"using {workers} worker processes for {sum(sizes) / 2**20:,.0f} MiB in "
         f"{len(sizes):,} files (--direct_num_workers=1 runs one)"
     )
+
+
+def prepare_runner(options, argv: Sequence[str]) -> None:
+    """What a job's run sets up once its options are checked: the engine ``--runner`` names
+    (``engines.configure_runner``) and, for a batch run on the DirectRunner, its worker count
+    (``default_workers``, said on stderr when it is more than one)."""
+    from beam_tally.engines import configure_runner
+
+    configure_runner(options, list(argv))
+    workers = default_workers(options, argv)
+    if workers:
+        print(f"beam-tally: {workers}", file=sys.stderr)
 
 
 def batch_runner(options) -> PipelineRunner | None:

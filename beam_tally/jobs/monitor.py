@@ -12,7 +12,6 @@ import sys
 import apache_beam as beam
 
 from beam_tally import console, input_check, metrics
-from beam_tally.engines import configure_runner
 from beam_tally.io.files import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
@@ -26,7 +25,7 @@ from beam_tally.options import (
     options_help,
     parse_pipeline_args,
 )
-from beam_tally.runtime import default_workers, run_live, run_pipeline
+from beam_tally.runtime import prepare_runner, run_live, run_pipeline
 from transforms.records import (
     alert_from_json,
     alert_json,
@@ -176,10 +175,7 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
-    configure_runner(options, argv)
-    workers = default_workers(options, argv)
-    if workers:
-        print(f"beam-tally: {workers}", file=sys.stderr)
+    prepare_runner(options, argv)
     output = options.view_as(IOOptions).output
     shown = options.view_as(ConsoleOptions).console
     if options.view_as(StreamOptions).source:

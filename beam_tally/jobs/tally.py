@@ -14,7 +14,6 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_tally import console, input_check, metrics
-from beam_tally.engines import configure_runner
 from beam_tally.io.files import ReadLogFiles, WriteJsonLines, WriteToConsole
 from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
 from beam_tally.options import (
@@ -28,7 +27,7 @@ from beam_tally.options import (
     options_help,
     parse_pipeline_args,
 )
-from beam_tally.runtime import default_workers, run_live, run_pipeline
+from beam_tally.runtime import prepare_runner, run_live, run_pipeline
 from transforms.records import (
     dead_letter_json,
     file_tally_json,
@@ -156,10 +155,7 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
-    configure_runner(options, argv)
-    workers = default_workers(options, argv)
-    if workers:
-        print(f"beam-tally: {workers}", file=sys.stderr)
+    prepare_runner(options, argv)
     output = options.view_as(IOOptions).output
     if options.view_as(StreamOptions).source:
         _, seconds, ended, _ = run_live(options, output, build_tally_pipeline, OUTPUTS)
