@@ -94,7 +94,7 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
     """Sets the DirectRunner's worker count for a batch run over ``--input`` when the command
     line gave none (``--direct_num_workers`` always wins); returns a line saying so, or None
     when the run keeps one worker."""
-    from apache_beam.options.pipeline_options import DirectOptions, SdkHarnessOptions
+    from apache_beam.options.pipeline_options import DirectOptions, WorkerOptions
 
     from beam_tally.io.files import matching_files
     from beam_tally.options import IOOptions
@@ -121,7 +121,7 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
     direct.direct_running_mode = "multi_processing"
     if not any(arg.startswith("--default_sdk_harness_log_level") for arg in argv):
         # each worker process would log its every step on stderr at INFO
-        options.view_as(SdkHarnessOptions).default_sdk_harness_log_level = "WARNING"
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
     return (
         f"using {workers} worker processes for {sum(sizes) / 2**20:,.0f} MiB in "
         f"{len(sizes):,} files (--direct_num_workers=1 runs one)"
