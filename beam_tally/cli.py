@@ -25,6 +25,7 @@ commands:
   generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
   generate  access --out FILE --format csv|clf --seconds N --rate R [--burst S:D:R ...]
             [--disorder S] [--bad_fraction F] [--seed N]
+  report    DIR [--job monitor|tally] [--threshold R] [--alert_window S]
   engines   install flink|prism|flink-cluster|sdk-worker|all | list
 
 Beam options include --runner=DirectRunner (the default), FlinkRunner or PrismRunner: the
@@ -32,10 +33,10 @@ engine is fetched into a cache on first use ('beam-tally engines --help').
 
 'beam-tally COMMAND --help' describes a command's options."""
 
-COMMANDS = ("tally", "monitor", "produce", "generate", "engines")
+COMMANDS = ("tally", "monitor", "produce", "generate", "report", "engines")
 
 
-def _dispatch(command: str, argv: list[str]) -> int:
+def _dispatch(command: str, argv: list[str]) -> int:  # noqa: PLR0911 - a branch per command
     if command == "tally":
         from beam_tally import tally_pipeline
 
@@ -48,6 +49,10 @@ def _dispatch(command: str, argv: list[str]) -> int:
         from beam_tally import produce
 
         return produce.run(argv)
+    if command == "report":
+        from beam_tally.report import command as report_command
+
+        return report_command.run(argv)
     if command == "engines":
         from beam_tally import engines
 
@@ -66,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(
-            "beam-tally: say which command to run: tally, monitor, produce, generate or engines "
+            "beam-tally: say which command to run: tally, monitor, produce, generate, report or "
+            "engines "
             "(beam-tally --help)",
             file=sys.stderr,
         )

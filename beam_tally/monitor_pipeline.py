@@ -2,14 +2,17 @@
 
 ReadAccessLogs -> ParseAccessLines -> ComputeTrafficStats (every ``--stats_window`` seconds of
 event time) and DetectHighTraffic (the ``--alert_window`` average against ``--threshold``) ->
-``stats.jsonl``, ``alerts.jsonl``, ``dead_letters.jsonl`` under ``--output``, and the console.
+``stats.jsonl``, ``alerts.jsonl``, ``dead_letters.jsonl`` under ``--output``, and the console;
+then ``report.html`` from those files (``beam_tally.report``).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import apache_beam as beam
 
-from beam_tally import console, metrics
+from beam_tally import console, metrics, report
 from beam_tally.engines import configure_runner
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
@@ -48,7 +51,8 @@ HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv
 Reads HTTP access logs (the exercise's CSV, or Common/Combined Log Format as nginx and Apache
 write it), prints stats for every --stats_window seconds of event time and a high-traffic alert
 when the --alert_window average passes --threshold requests per second, then its recovery.
-Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR.
+Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR, and report.html, the
+charts of all three (a live run rewrites it as it goes, and the open page reloads itself).
 
 Live: --streaming --source HOST:PORT reads what 'beam-tally produce access' serves, prints as
 the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl and dead_letters-*.jsonl as it
@@ -125,8 +129,14 @@ def run(argv: list[str]) -> int:
     validate(options)
     configure_runner(options, argv)
     output = options.view_as(IOOptions).output
-    if options.view_as(StreamOptions).source:
-        _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS)
+    opts, source = options.view_as(MonitorOptions), options.view_as(StreamOptions).source
+    params = {
+        **{k: getattr(opts, k) for k in ("threshold", "stats_window", "alert_window")},
+        **({"source": source} if source else {"input": options.view_as(IOOptions).input}),
+    }
+    if source:
+        refresh = partial(report.refreshing, output, "monitor", params)
+        _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS, refresh)
         totals, reasons = metrics.live_monitor_counters(output)
     else:
         result, seconds = run_pipeline(options, output, build_monitor_pipeline, OUTPUTS)
@@ -134,4 +144,5 @@ def run(argv: list[str]) -> int:
         reasons = metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE)
         ended = None
     print(console.format_monitor_summary(totals, reasons, seconds, output, ended))
+    print(report.report_line(output, "monitor", params))
     return 0

@@ -144,11 +144,17 @@ def run_pipeline(
 
 
 def run_live(
-    options, output: str, build: Callable, names: Sequence[str] = ()
+    options,
+    output: str,
+    build: Callable,
+    names: Sequence[str] = (),
+    while_running: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[object, float, str]:
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
     (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
-    written as the run goes, so stopping it keeps everything already reported."""
+    written as the run goes, so stopping it keeps everything already reported.
+    ``while_running()`` is entered once the run has started and left when it is over (the
+    live report's refresher)."""
     from beam_tally.options import StreamOptions
 
     stream = options.view_as(StreamOptions)
@@ -182,23 +188,24 @@ def run_live(
     }
     ended = "the stream ended"
     deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
-    try:
-        while not finished.wait(0.1):
-            if signals:
-                ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                ended = f"stopped after --stop_after {stream.stop_after:g} s"
-                break
-    finally:
-        if not finished.is_set():
-            # Beam's cancel waits for its workers, which may be waiting on a silent stream:
-            # give it a few seconds (its threads are daemons and end with the process).
-            cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
-            cancelling.start()
-            cancelling.join(timeout=5)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    with while_running():
+        try:
+            while not finished.wait(0.1):
+                if signals:
+                    ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    ended = f"stopped after --stop_after {stream.stop_after:g} s"
+                    break
+        finally:
+            if not finished.is_set():
+                # Beam's cancel waits for its workers, which may be waiting on a silent stream:
+                # give it a few seconds (its threads are daemons and end with the process).
+                cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
+                cancelling.start()
+                cancelling.join(timeout=5)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
     if failure:
         raise failure[0]
     if ended == "the stream ended":

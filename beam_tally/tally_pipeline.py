@@ -2,7 +2,7 @@
 
 ReadLogFiles -> ParseLogDocuments -> TallyPerFile -> UpdateGlobalTally -> sinks:
 ``tallies.jsonl``, ``global_tally.jsonl``, ``global_tally_final.json``, ``dead_letters.jsonl``
-under ``--output``, and the console.
+under ``--output``, and the console; then ``report.html`` from those files (``beam_tally.report``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from functools import partial
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_tally import console, metrics
+from beam_tally import console, metrics, report
 from beam_tally.engines import configure_runner
 from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
 from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
@@ -55,7 +55,7 @@ HELP = """usage: beam-tally tally --input GLOB --output DIR [--print_limit N] [B
 
 Tallies logs per email in every logs_xx.json file matched by GLOB and keeps a global tally,
 printed after each file. Writes tallies.jsonl, global_tally.jsonl, global_tally_final.json and
-dead_letters.jsonl under DIR.
+dead_letters.jsonl under DIR, and report.html, their charts.
 
   --input GLOB       files to read (quote the glob)
   --output DIR       directory for the outputs (created if missing)
@@ -140,9 +140,11 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     configure_runner(options, argv)
-    output = options.view_as(IOOptions).output
-    if options.view_as(StreamOptions).source:
-        _, seconds, ended = run_live(options, output, build_tally_pipeline, OUTPUTS)
+    output, source = options.view_as(IOOptions).output, options.view_as(StreamOptions).source
+    params = {"source": source} if source else {"input": options.view_as(IOOptions).input}
+    if source:
+        refresh = partial(report.refreshing, output, "tally", params)
+        _, seconds, ended = run_live(options, output, build_tally_pipeline, OUTPUTS, refresh)
         totals, reasons, emails = metrics.live_tally_counters(output)
     else:
         result, seconds = run_pipeline(options, output, build_tally_pipeline, OUTPUTS)
@@ -151,4 +153,5 @@ def run(argv: list[str]) -> int:
         emails = metrics.gauge(result, METRICS_NAMESPACE, "distinct_emails")
         ended = None
     print(console.format_tally_summary(totals, reasons, seconds, emails, output, ended))
+    print(report.report_line(output, "tally", params))
     return 0

@@ -1,0 +1,166 @@
+"""``report.html``: a self-contained visual report of a run, built from its output files.
+
+``data`` reads the outputs, ``charts`` turns them into figures and boxes, ``page`` escapes and
+assembles the page around plotly.js (inlined from the installed ``plotly`` package), and this
+module writes it: at the end of a batch run (``write_report``), every few seconds while a live
+run goes (``refreshing``, on a thread of the launcher: the pipeline never waits for it), and
+from a finished run's directory (``beam-tally report DIR``, in ``command``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import orjson
+
+from beam_tally.report import charts, data
+from beam_tally.report.page import PlotlyMissing, plotly_js, render_page, text
+
+REPORT = "report.html"
+PARAMS = ".report.json"  # the run's parameters, for 'beam-tally report DIR' to rebuild with
+REFRESH_SECONDS = 5.0  # a live page reloads itself this often
+REBUILD_SECONDS = 3.0  # and a live run rewrites it at most this often
+JOBS = ("monitor", "tally")
+
+_log = logging.getLogger(__name__)
+
+
+def _join(output: str, name: str) -> str:
+    return f"{output.rstrip('/')}/{name}" if "://" in output else os.path.join(output, name)
+
+
+def report_path(output: str) -> str:
+    return _join(output, REPORT)
+
+
+def build_html(output: str, job: str, params: dict, live: bool = False) -> str:
+    """The page of ``job``'s outputs under ``output``; ``live`` pages reload themselves."""
+    library = plotly_js()
+    if job == "monitor":
+        stats_window = params.get("stats_window")
+        read = data.read_monitor(output, int(stats_window) if stats_window else None)
+        subtitle, sections, figures = charts.monitor_report(read, params)
+        title = "beam-tally monitor"
+    elif job == "tally":
+        subtitle, sections, figures = charts.tally_report(data.read_tally(output), params)
+        title = "beam-tally tally"
+    else:
+        raise ValueError(f"job must be one of {JOBS}, not {job!r}")
+    source = params.get("source") or params.get("input")
+    where = f"{text(source)} \u2192 {text(output)}" if source else text(output)
+    state = "live, updated" if live else "written"
+    subtitle = (
+        f"{subtitle}<br>{where}<br>{state} {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}"
+    )
+    return render_page(
+        title=f"{title} report",
+        subtitle=subtitle,
+        sections=sections,
+        figures=figures,
+        library=library,
+        refresh=REFRESH_SECONDS if live else None,
+    )
+
+
+def _write_atomically(path: str, content: bytes) -> None:
+    """``content`` at ``path`` under a temporary name first, then renamed over it: a browser
+    reloading the page reads the old file or the new one, never half of one."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    if "://" in path:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(temporary) as handle:
+            handle.write(content)
+        FileSystems.rename([temporary], [path])
+        return
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(content)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def save_params(output: str, job: str, params: dict) -> None:
+    _write_atomically(_join(output, PARAMS), orjson.dumps({"job": job, **params}))
+
+
+def load_params(output: str) -> dict:
+    """What ``save_params`` wrote, or ``{}``."""
+    try:
+        return orjson.loads(data._read_bytes(_join(output, PARAMS)))
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return {}
+
+
+def write_report(output: str, job: str, params: dict, live: bool = False) -> str:
+    """Writes ``report.html`` under ``output``; returns its path. Raises ``PlotlyMissing``."""
+    page = build_html(output, job, params, live)
+    path = report_path(output)
+    _write_atomically(path, page.encode("utf-8"))
+    return path
+
+
+def report_line(output: str, job: str, params: dict) -> str:
+    """Writes the report of a finished run (and its parameters); returns the line that says
+    where it is, or why there is none (the jobs' outputs do not depend on it)."""
+    try:
+        save_params(output, job, params)
+        return f"report: {write_report(output, job, params)}"
+    except PlotlyMissing as missing:
+        return f"report: not written ({missing})"
+
+
+class LiveReport:
+    """Rewrites a live run's report from its outputs, every ``interval`` seconds at most and
+    only when a part was added, on a daemon thread of the launcher process."""
+
+    def __init__(self, output: str, job: str, params: dict, interval: float = REBUILD_SECONDS):
+        self.output, self.job, self.params, self.interval = output, job, params, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="live-report", daemon=True)
+        self._failed: set[str] = set()
+        self.written = 0
+
+    def start(self) -> LiveReport:
+        save_params(self.output, self.job, self.params)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        seen = None
+        while not self._stop.wait(self.interval):
+            try:
+                signature = data.outputs_signature(self.output)
+                if signature != seen:
+                    write_report(self.output, self.job, self.params, live=True)
+                    seen = signature
+                    self.written += 1
+            except Exception as err:  # a report never stops the run: say it once, go on
+                message = f"{type(err).__name__}: {err}"
+                if message not in self._failed:
+                    self._failed.add(message)
+                    print(f"report.html not refreshed: {message}", file=sys.stderr)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def refreshing(output: str, job: str, params: dict) -> Iterator[LiveReport]:
+    """While the block runs, ``output``'s report follows its outputs (``LiveReport``)."""
+    live = LiveReport(output, job, params).start()
+    try:
+        yield live
+    finally:
+        live.stop()
