@@ -73,7 +73,12 @@ def test_monitor_exits_cleanly(monitored):
     _, out, result, _ = monitored
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert sorted(os.listdir(out)) == ["alerts.jsonl", "dead_letters.jsonl", "stats.jsonl"]
+    assert sorted(os.listdir(out)) == [
+        "alerts.jsonl",
+        "dead_letters.jsonl",
+        "report.html",
+        "stats.jsonl",
+    ]
 
 
 def test_every_field_of_every_stats_window_equals_an_independent_computation(monitored):

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 import orjson
 
 from beam_tally.report import charts, data
-from beam_tally.report.page import PlotlyMissing, plotly_js, render_page, text
+from beam_tally.report.page import DATA_BLOCK, PlotlyMissing, plotly_js, render_page, text
+from beam_tally.terminal import escape_control
 
 REPORT = "report.html"
-PARAMS = ".report.json"  # the run's parameters, for 'beam-tally report DIR' to rebuild with
 REFRESH_SECONDS = 5.0  # a live page reloads itself this often
 REBUILD_SECONDS = 3.0  # and a live run rewrites it at most this often
 JOBS = ("monitor", "tally")
@@ -66,6 +66,7 @@ def build_html(output: str, job: str, params: dict, live: bool = False) -> str:
         figures=figures,
         library=library,
         refresh=REFRESH_SECONDS if live else None,
+        params={"job": job, **params},
     )
 
 
@@ -90,15 +91,17 @@ def _write_atomically(path: str, content: bytes) -> None:
             os.remove(temporary)
 
 
-def save_params(output: str, job: str, params: dict) -> None:
-    _write_atomically(_join(output, PARAMS), orjson.dumps({"job": job, **params}))
-
-
 def load_params(output: str) -> dict:
-    """What ``save_params`` wrote, or ``{}``."""
+    """The job and parameters an earlier ``report.html`` under ``output`` was built with (its
+    data block holds them), or ``{}``."""
     try:
-        return orjson.loads(data._read_bytes(_join(output, PARAMS)))
-    except (FileNotFoundError, orjson.JSONDecodeError):
+        page = data._read_bytes(report_path(output)).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return {}
+    found = DATA_BLOCK.search(page)
+    try:
+        return orjson.loads(found[1]).get("params", {}) if found else {}
+    except orjson.JSONDecodeError:
         return {}
 
 
@@ -111,11 +114,10 @@ def write_report(output: str, job: str, params: dict, live: bool = False) -> str
 
 
 def report_line(output: str, job: str, params: dict) -> str:
-    """Writes the report of a finished run (and its parameters); returns the line that says
-    where it is, or why there is none (the jobs' outputs do not depend on it)."""
+    """Writes the report of a finished run; returns the line that says where it is, or why
+    there is none (the jobs' outputs do not depend on it)."""
     try:
-        save_params(output, job, params)
-        return f"report: {write_report(output, job, params)}"
+        return f"report: {escape_control(write_report(output, job, params))}"
     except PlotlyMissing as missing:
         return f"report: not written ({missing})"
 
@@ -132,7 +134,6 @@ class LiveReport:
         self.written = 0
 
     def start(self) -> LiveReport:
-        save_params(self.output, self.job, self.params)
         self._thread.start()
         return self
 
@@ -149,7 +150,7 @@ class LiveReport:
                 message = f"{type(err).__name__}: {err}"
                 if message not in self._failed:
                     self._failed.add(message)
-                    print(f"report.html not refreshed: {message}", file=sys.stderr)
+                    print(f"report.html not refreshed: {escape_control(message)}", file=sys.stderr)
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,15 +6,16 @@ import os
 import sys
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser
-from beam_tally.report import JOBS, load_params, save_params, write_report
+from beam_tally.report import JOBS, load_params, write_report
 from beam_tally.report.data import job_of
 from beam_tally.report.page import PlotlyMissing
+from beam_tally.terminal import escape_control
 
 HELP = """usage: beam-tally report DIR [--job monitor|tally] [--threshold R] [--alert_window S]
 
 Rebuilds DIR/report.html from the outputs a run of 'beam-tally monitor' or 'beam-tally tally'
-left in DIR (batch files or a live run's parts), with the run's own --threshold and
---alert_window unless given here (a directory written before reports existed: 10 and 120).
+left in DIR (batch files or a live run's parts), with the --threshold and --alert_window
+of the run (kept in its report.html) unless given here; without a report.html, 10 and 120.
 The page is one file that needs no network: open it in a browser."""
 
 
@@ -47,8 +48,7 @@ def run(argv: list[str]) -> int:
             raise UsageError("--alert_window must be a positive number of seconds")
         params["alert_window"] = args.alert_window
     try:
-        save_params(output, job, params)
-        print(f"report: {write_report(output, job, params)}")
+        print(f"report: {escape_control(write_report(output, job, params))}")
     except PlotlyMissing as missing:
         print(f"beam-tally report: {missing}", file=sys.stderr)
         return 1

@@ -28,6 +28,9 @@ import orjson
 
 PLOTLY_HINT = "pip install 'beam-tally[report]'"
 
+DATA_BLOCK = re.compile(r'<script id="report-data" type="application/json">(.*?)</script>', re.S)
+"""The page's data block (``script_json`` leaves no ``<`` in it, so the first ``</script>``
+ends it)."""
 _SCRIPT_ESCAPES = str.maketrans(
     {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 )
@@ -194,14 +197,17 @@ def render_page(
     figures: list[dict],
     library: ChartLibrary,
     refresh: float | None = None,
+    params: dict | None = None,
     footer: str = "",
 ) -> str:
     """The whole page. ``figures`` are ``{"id", "data", "layout", "time"}`` dicts (plotly's
     figure JSON; ``time`` for the charts whose x axis is event time, zoomed together);
-    ``refresh`` reloads the page every that many seconds (a live run's)."""
+    ``refresh`` reloads the page every that many seconds (a live run's); ``params`` (the job's
+    parameters) are kept in the data block, for a rebuild."""
     spec = {
         "figures": figures,
         "refresh": refresh,
+        "params": params or {},
         "config": {"responsive": True, "displaylogo": False, "scrollZoom": False},
     }
     data = script_json(spec)
