@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from beam_tally.generate_access import generate_access
 from beam_tally.report import REPORT, write_report
 from beam_tally.report.page import chart_text, script_json
 from tests.access_oracle import read_requests, window_stats
@@ -205,3 +206,34 @@ def test_the_report_is_replaced_whole_never_seen_half_written(monitor_run, tmp_p
         cli("report", out)  # the finished run's page again, for the other tests
     assert reads > 10
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+def test_a_live_run_rewrites_its_report_as_it_goes(tmp_path):
+    """A live monitor over a replay at 60x: its page is rewritten while the run goes (a page
+    that reloads itself), and the run ends with the finished page of every window."""
+    from tests.test_streaming_cli import live, read_outputs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    generate_access(str(logs / "a.csv"), fmt="csv", seconds=600, rate=3, bursts=[(100, 60, 15)])
+    out = tmp_path / "live"
+    page = out / REPORT
+    live_windows = set()  # how many windows each live page drew
+    producer_args = ("access", "--input", str(logs / "a.csv"), "--speedup", "60")
+    with live(producer_args, "monitor", out) as (_, consumer):
+        deadline = time.monotonic() + 120
+        while consumer.popen.poll() is None and time.monotonic() < deadline:
+            spec = page_spec(str(page)) if page.exists() else {"refresh": None}
+            if spec["refresh"]:
+                live_windows.add(len(figure(spec, "chart-traffic")["data"][0]["x"]))
+            time.sleep(0.3)
+        assert consumer.wait(timeout=60) == 0, consumer.errors[-10:]
+    assert len(live_windows) >= 2  # rewritten as windows closed, each time with more of them
+    final = page_spec(str(page))
+    assert final["refresh"] is None
+    stats = read_outputs(str(out), "stats")
+    good, _ = read_requests(str(logs / "a.csv"))
+    assert len(stats) == len(window_stats(good))
+    bars = figure(final, "chart-traffic")["data"][0]
+    assert bars["x"] == sorted(s["start"] * 1000 for s in stats)
+    assert consumer.lines[-1][1] == f"report: {page}"
