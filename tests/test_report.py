@@ -16,6 +16,8 @@ import pytest
 
 from beam_tally.generate_access import generate_access
 from beam_tally.report import REPORT, write_report
+from beam_tally.report.charts import traffic_figure
+from beam_tally.report.data import DeadLetters, MonitorData
 from beam_tally.report.page import chart_text, script_json
 from tests.access_oracle import read_requests, window_stats
 from tests.conftest import independent_tally
@@ -71,8 +73,10 @@ def test_status_classes_and_top_lists_equal_independent_sums(monitor_run):
     status = {t["name"]: t["y"] for t in figure(spec, "chart-status")["data"]}
     classes = sorted({c for row in windows.values() for c in row["status_classes"]})
     assert sorted(status) == classes
+    starts = range(min(windows), max(windows) + 10, 10)  # every window, empty ones too
     for name in classes:
-        assert status[name] == [row["status_classes"].get(name, 0) for row in windows.values()]
+        counts = [windows[t]["status_classes"].get(name, 0) if t in windows else 0 for t in starts]
+        assert status[name] == [*counts, counts[-1]]  # a step line: the last one to its end
     for figure_id, key in [
         ("chart-sections", "sections"),
         ("chart-hosts-hits", "hosts_by_hits"),
@@ -84,6 +88,25 @@ def test_status_classes_and_top_lists_equal_independent_sums(monitor_run):
         assert list(zip(bars["y"], bars["x"], strict=True)) == [
             (chart_text(name), value) for name, value in expected
         ], key
+
+
+def test_a_day_of_windows_is_one_step_line_over_every_window():
+    """8,640 windows, with an hour missing: drawn as a step line (not 8,640 bars) whose points
+    are every window's start, the hour's as 0, and the last window's end."""
+    start, size = 1549573860 - 1549573860 % 10, 10
+    gap = range(start + 3600, start + 7200)
+    rows = [
+        {"start": t, "end": t + size, "hits": 1 + (t // size) % 7, "status_classes": {"2xx": 1}}
+        for t in range(start, start + 86_400, size)
+        if t not in gap
+    ]
+    data = MonitorData(rows, [], DeadLetters(), size)
+    hits = traffic_figure(data, 10.0, 120)["data"][0]
+    assert hits["type"] == "scatter" and hits["line"]["shape"] == "hv"
+    assert hits["x"] == [t * 1000 for t in range(start, start + 86_400 + size, size)]
+    by_start = {row["start"]: row["hits"] for row in rows}
+    expected = [by_start.get(t, 0) for t in range(start, start + 86_400, size)]
+    assert hits["y"] == [*expected, expected[-1]]
 
 
 def test_dead_letters_by_reason_count_every_bad_line(monitor_run):

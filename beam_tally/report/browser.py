@@ -71,6 +71,7 @@ class OpenedReport:
     dialogs: list[str] = field(default_factory=list)  # alert(), confirm(), prompt()
     requests: list[str] = field(default_factory=list)  # anything but the file itself
     ready_ms: float = 0.0  # from navigation to every chart drawn (performance.now())
+    started_ms: float = 0.0  # to the page's script starting: the HTML and plotly.js read
 
 
 def open_report(context, path: str) -> OpenedReport:
@@ -98,6 +99,7 @@ def open_report(context, path: str) -> OpenedReport:
     page.goto(uri, wait_until="load")
     page.wait_for_function("window.__reportReady !== undefined")
     opened.ready_ms = page.evaluate("window.__reportReady")
+    opened.started_ms = page.evaluate("window.__reportStarted")
     return opened
 
 

@@ -14,6 +14,7 @@ from beam_tally.report.data import (
     MonitorData,
     TallyData,
     alert_periods,
+    every_window,
     ranked_totals,
     rolling_average,
     status_totals,
@@ -25,6 +26,8 @@ TOP = 15  # entries of each whole-run top list
 DEAD_LETTER_ROWS = 100  # dead letters listed in full (all are counted)
 LABEL_CHARS = 48  # axis labels are cut here; hover shows the whole string
 MAX_BAND_LABELS = 40  # alert periods labelled on the chart (all are shaded and in the table)
+MAX_BARS = 2000  # more stats windows than this (5.5 h of 10 s ones) are drawn as a step line:
+# one SVG path, not one per bar, so that a day of them (8,640) opens and zooms at once
 STATUS_COLORS = {"1xx": "#8e9aaf", "2xx": "#2e9e5b", "3xx": "#3a7bd5", "4xx": "#f0a202"}
 STATUS_COLORS["5xx"] = "#d1495b"
 HITS_COLOR, AVERAGE_COLOR, THRESHOLD_COLOR, ALERT_COLOR = "#3a7bd5", "#7b2cbf", "#d1495b", "#d1495b"
@@ -226,20 +229,32 @@ def traffic_figure(data: MonitorData, threshold: float, alert_window: int) -> di
                 }
             )
     per_window = threshold * size
+    if len(windows) <= MAX_BARS:
+        hits = {
+            "type": "bar",
+            "x": [_ms(row["start"]) for row in windows],
+            "y": [row["hits"] for row in windows],
+            "width": _ms(size),
+            "offset": 0,
+            "marker": {"color": HITS_COLOR, "line": {"width": 0}},
+        }
+    else:
+        x, y = _steps(every_window(windows, size), lambda row: row["hits"])
+        hits = {
+            "type": "scatter",
+            "mode": "lines",
+            "x": x,
+            "y": y,
+            "fill": "tozeroy",
+            "line": {"color": HITS_COLOR, "width": 1, "shape": "hv"},
+        }
+    hits["name"] = f"hits per {size} s window"
+    hits["hovertemplate"] = "%{x|%H:%M:%S}: %{y:,} hits<extra></extra>"
     return {
         "id": "chart-traffic",
         "time": True,
         "data": [
-            {
-                "type": "bar",
-                "name": f"hits per {size} s window",
-                "x": [_ms(row["start"]) for row in windows],
-                "y": [row["hits"] for row in windows],
-                "width": _ms(size),
-                "offset": 0,
-                "marker": {"color": HITS_COLOR, "line": {"width": 0}},
-                "hovertemplate": "%{x|%H:%M:%S}: %{y:,} hits<extra></extra>",
-            },
+            hits,
             {
                 "type": "scatter",
                 "mode": "lines",
@@ -271,10 +286,21 @@ def traffic_figure(data: MonitorData, threshold: float, alert_window: int) -> di
     }
 
 
+def _steps(rows: list[dict], value) -> tuple[list[int], list[int]]:
+    """A step line's points (plotly's ``hv`` shape): ``value(row)`` of each window from its
+    start, and again at the last window's end, so that every window spans its width."""
+    if not rows:
+        return [], []
+    x = [_ms(row["start"]) for row in rows]
+    y = [value(row) for row in rows]
+    return [*x, _ms(rows[-1]["end"])], [*y, y[-1]]
+
+
 def status_figure(data: MonitorData) -> dict:
-    """Responses per status class in each stats window, stacked."""
+    """Responses per status class in each stats window (empty windows as 0), stacked."""
     classes = sorted(status_totals(data.windows))
-    x = [_ms(row["start"]) for row in data.windows]
+    rows = every_window(data.windows, data.stats_window)
+    x = _steps(rows, lambda row: 0)[0]
     return {
         "id": "chart-status",
         "time": True,
@@ -286,7 +312,7 @@ def status_figure(data: MonitorData) -> dict:
                 "line": {"shape": "hv", "width": 0.5, "color": STATUS_COLORS.get(name)},
                 "name": chart_text(name),
                 "x": x,
-                "y": [row["status_classes"].get(name, 0) for row in data.windows],
+                "y": _steps(rows, lambda row, name=name: row["status_classes"].get(name, 0))[1],
                 "hovertemplate": f"%{{x|%H:%M:%S}}: %{{y:,}} {chart_text(name)}<extra></extra>",
             }
             for name in classes
@@ -372,8 +398,16 @@ def monitor_report(data: MonitorData, params: dict) -> tuple[str, list, list[dic
         Section(
             "Traffic per stats window",
             chart_div("chart-traffic", tall=True)
-            + f"<p class=note>Each bar is one {data.stats_window} s window with traffic. The "
-            f"line is the alert rule's {alert_window} s average at each window's end, scaled to "
+            + "<p class=note>"
+            + (
+                f"Each bar is one {data.stats_window} s window with traffic. "
+                if len(windows) <= MAX_BARS
+                else f"Hits are a step line over every {data.stats_window} s window, empty ones "
+                f"as 0 (more than {MAX_BARS:,} windows: bars would be too slow to draw; zoom in "
+                "with the buttons or by dragging). "
+            )
+            + f"The purple line is the alert rule's {alert_window} s average at each window's "
+            "end, scaled to "
             f"hits per window like the dashed threshold ({threshold:g} req/s); shaded spans are "
             "alert periods. The two time charts zoom together.</p>",
             wide=True,

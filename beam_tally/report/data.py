@@ -155,6 +155,20 @@ def rolling_average(windows: list[dict], stats_window: int, alert_window: int) -
     return averages
 
 
+def every_window(windows: list[dict], size: int, limit: int = 100_000) -> list[dict]:
+    """Every stats window from the first to the last, those without traffic (which the monitor
+    does not write) as rows of zero hits; ``windows`` as they are when that would be more than
+    ``limit`` windows (a line from a far-off time: the gaps are then drawn joined)."""
+    if not windows or (windows[-1]["start"] - windows[0]["start"]) // size >= limit:
+        return windows
+    by_start = {row["start"]: row for row in windows}
+    empty = {"hits": 0, "bytes": 0, "status_classes": {}}
+    return [
+        by_start.get(start) or {"start": start, "end": start + size, **empty}
+        for start in range(windows[0]["start"], windows[-1]["start"] + 1, size)
+    ]
+
+
 def ranked_totals(windows: list[dict], key: str, name: str, value: str, n: int) -> list:
     """``(name, sum of value)`` over every window's top list ``key``, largest first: a lower
     bound of the whole run's counts (a window lists only its top entries)."""

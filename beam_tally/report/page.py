@@ -85,11 +85,13 @@ def _sha256(script: str) -> str:
 
 
 # The page's own script: draws every figure, keeps the time charts' zoom in step, keeps the
-# view across a live page's reloads, and says when it is drawn (window.__reportReady, the
-# milliseconds since navigation, for the browser tests and the benchmark).
+# view across a live page's reloads, and says when it starts and when it is drawn
+# (window.__reportStarted, __reportReady: milliseconds since navigation, for the browser
+# tests and the benchmark).
 PAGE_SCRIPT = """
 (function () {
   "use strict";
+  window.__reportStarted = window.performance.now();
   var spec = JSON.parse(document.getElementById("report-data").textContent);
   var key = "beam-tally-report-view";
   var saved = {};
