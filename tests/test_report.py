@@ -109,6 +109,23 @@ def test_a_day_of_windows_is_one_step_line_over_every_window():
     assert hits["y"] == [*expected, expected[-1]]
 
 
+def test_an_alert_still_active_at_the_end_is_shaded_to_the_last_window():
+    rows = [
+        {"start": t, "end": t + 10, "hits": 5, "status_classes": {"2xx": 5}}
+        for t in range(1000, 1100, 10)
+    ]
+    alerts = [
+        {"kind": "alert", "at": 1015, "hits": 9, "average": 1.5},
+        {"kind": "recover", "at": 1031, "hits": 1, "average": 0.5},
+        {"kind": "alert", "at": 1072, "hits": 9, "average": 1.5},
+    ]
+    traffic = traffic_figure(MonitorData(rows, alerts, DeadLetters(), 10), 1.0, 6)
+    bands = [(s["x0"], s["x1"]) for s in traffic["layout"]["shapes"]]
+    assert bands == [(1_015_000, 1_031_000), (1_072_000, 1_100_000)]  # to the last window's end
+    labels = [a["text"] for a in traffic["layout"]["annotations"]]
+    assert labels[1].endswith("still active")
+
+
 def test_dead_letters_by_reason_count_every_bad_line(monitor_run):
     path, out, _ = monitor_run
     _, bad = read_requests(path)

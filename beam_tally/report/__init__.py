@@ -27,6 +27,7 @@ from beam_tally.terminal import escape_control
 REPORT = "report.html"
 REFRESH_SECONDS = 5.0  # a live page reloads itself this often
 REBUILD_SECONDS = 3.0  # and a live run rewrites it at most this often
+BUSY_SHARE = 4  # waiting at least 4 times as long as the last rebuild took
 JOBS = ("monitor", "tally")
 
 _log = logging.getLogger(__name__)
@@ -124,7 +125,9 @@ def report_line(output: str, job: str, params: dict) -> str:
 
 class LiveReport:
     """Rewrites a live run's report from its outputs, every ``interval`` seconds at most and
-    only when a part was added, on a daemon thread of the launcher process."""
+    only when a part was added, on a daemon thread of the launcher process. A rebuild reads
+    every output so far, so the wait after one is also at least ``BUSY_SHARE`` times as long as
+    it took: the thread never takes more than about a fifth of a core from the run."""
 
     def __init__(self, output: str, job: str, params: dict, interval: float = REBUILD_SECONDS):
         self.output, self.job, self.params, self.interval = output, job, params, interval
@@ -138,14 +141,16 @@ class LiveReport:
         return self
 
     def _loop(self) -> None:
-        seen = None
-        while not self._stop.wait(self.interval):
+        seen, wait = None, self.interval
+        while not self._stop.wait(wait):
             try:
                 signature = data.outputs_signature(self.output)
                 if signature != seen:
+                    started = time.monotonic()
                     write_report(self.output, self.job, self.params, live=True)
                     seen = signature
                     self.written += 1
+                    wait = max(self.interval, BUSY_SHARE * (time.monotonic() - started))
             except Exception as err:  # a report never stops the run: say it once, go on
                 message = f"{type(err).__name__}: {err}"
                 if message not in self._failed:

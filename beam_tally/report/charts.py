@@ -186,7 +186,7 @@ def traffic_figure(data: MonitorData, threshold: float, alert_window: int) -> di
     """Hits per stats window (bars over each window's span), the alert threshold and the
     alert rule's moving average both as hits per stats window, and each alert period shaded."""
     windows, size = data.windows, data.stats_window
-    averages = rolling_average(windows, size, alert_window)
+    averages = rolling_average(windows, alert_window)
     first = windows[0]["start"] if windows else 0
     last = windows[-1]["end"] if windows else 0
     periods = alert_periods(data.alerts)

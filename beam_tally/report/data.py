@@ -139,7 +139,7 @@ def alert_periods(alerts: list[dict]) -> list[AlertPeriod]:
     return periods
 
 
-def rolling_average(windows: list[dict], stats_window: int, alert_window: int) -> list[float]:
+def rolling_average(windows: list[dict], alert_window: int) -> list[float]:
     """The alert rule's average (requests per second over the last ``alert_window`` seconds) at
     the last second of each stats window: the hits of the windows inside ``[end - alert_window,
     end)``, over ``alert_window``. Exact when ``alert_window`` is a multiple of ``stats_window``
@@ -148,7 +148,7 @@ def rolling_average(windows: list[dict], stats_window: int, alert_window: int) -
     for row in windows:
         in_span.append(row)
         total += row["hits"]
-        while in_span[first]["start"] < row["end"] - alert_window:
+        while first < len(in_span) and in_span[first]["start"] < row["end"] - alert_window:
             total -= in_span[first]["hits"]
             first += 1
         averages.append(total / alert_window)

@@ -17,6 +17,7 @@ SHA-256) and no network at all: a second line of defence, and a check that nothi
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import importlib.util
@@ -31,8 +32,12 @@ PLOTLY_HINT = "pip install 'beam-tally[report]'"
 DATA_BLOCK = re.compile(r'<script id="report-data" type="application/json">(.*?)</script>', re.S)
 """The page's data block (``script_json`` leaves no ``<`` in it, so the first ``</script>``
 ends it)."""
-_SCRIPT_ESCAPES = str.maketrans(
-    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_SCRIPT_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
 )
 _CHART_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
@@ -49,7 +54,10 @@ def chart_text(value: str) -> str:
 
 def script_json(value: object) -> str:
     """``value`` as JSON that is safe inside a ``<script>`` element (and valid JSON)."""
-    return orjson.dumps(value).decode().translate(_SCRIPT_ESCAPES)
+    encoded = orjson.dumps(value).decode()
+    for char, escape in _SCRIPT_ESCAPES:  # five scans in C: faster than a translate table
+        encoded = encoded.replace(char, escape)
+    return encoded
 
 
 class PlotlyMissing(Exception):
@@ -62,6 +70,7 @@ class ChartLibrary:
     version: str
 
 
+@functools.cache
 def plotly_js() -> ChartLibrary:
     """plotly.js as the installed ``plotly`` Python package ships it (read, not imported: the
     Python package's own import is not needed to inline its bundle)."""
@@ -79,6 +88,7 @@ def plotly_js() -> ChartLibrary:
     return ChartLibrary(source, version[1] if version else "?")
 
 
+@functools.lru_cache(maxsize=4)
 def _sha256(script: str) -> str:
     digest = hashlib.sha256(script.encode("utf-8")).digest()
     return "'sha256-" + base64.b64encode(digest).decode() + "'"
