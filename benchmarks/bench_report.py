@@ -5,7 +5,8 @@
 Generates a day of access-log traffic (``--rate`` lines/s, a burst every two hours that raises
 an alert and recovers) under ``bench_data/report/``, runs ``beam-tally monitor`` over it, then
 measures: the page's size (and plotly.js's share of it), the time ``beam-tally report DIR``
-takes to rebuild it (the whole process), and in headless Chromium (``beam_tally.report.browser``)
+takes to rebuild it (the whole process) and a live run's rebuild takes (in process), and in
+headless Chromium (``beam_tally.report.browser``)
 the time from navigation to every chart drawn, for the first load in a new browser and for
 ``--loads`` more, and the time a zoom to one hour of the traffic chart takes to redraw.
 In the browser: no console error, and a point per window in the traffic chart.
@@ -25,6 +26,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from beam_tally.generate_access import generate_access  # noqa: E402
+from beam_tally.report import build_html  # noqa: E402
 from beam_tally.report.browser import chromium, open_report  # noqa: E402
 from beam_tally.report.page import plotly_js  # noqa: E402
 
@@ -55,6 +57,11 @@ def main() -> int:
     run = beam_tally("monitor", "--input", access, "--output", out)
     page = os.path.join(out, "report.html")
     rebuild = beam_tally("report", out)
+    builds = []  # what a live run's refresher thread does each time: read the outputs, render
+    for _ in range(3):
+        started = time.perf_counter()
+        build_html(out, "monitor", {"threshold": 10.0, "alert_window": 120}, live=True)
+        builds.append(time.perf_counter() - started)
     size = os.path.getsize(page)
     library = len(plotly_js().source.encode("utf-8"))
     with chromium() as browser:
@@ -81,6 +88,7 @@ def main() -> int:
     )
     print(f"report.html: {size / 1e6:.2f} MB, of which plotly.js {library / 1e6:.2f} MB")
     print(f"beam-tally report DIR (whole process): {rebuild:.2f} s")
+    print(f"one live rebuild in process (median of 3): {statistics.median(builds):.2f} s")
     print(f"first load in a new Chromium: {loads[0]:.0f} ms to every chart drawn")
     print(
         f"next {args.loads} loads: median {statistics.median(loads[1:]):.0f} ms, of which "
