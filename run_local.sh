@@ -20,7 +20,7 @@ if [ ! -f "$ACCESS" ]; then
     --burst 200:150:25 --disorder 20 --bad_fraction 0.01 --seed 1
 fi
 echo
-echo "== beam-tally monitor: 10-second stats, then the high-traffic alerts =="
+echo "== beam-tally monitor: 10-second stats and the high-traffic alerts in event-time order, then the summary =="
 "$VENV/bin/beam-tally" monitor --input "$ACCESS" --output "$ROOT/output/monitor" \
   --runner=DirectRunner
 echo

@@ -14,6 +14,7 @@ from beam_tally.errors import FetchError, HelpRequested, UsageError
 from beam_tally.terminal import escape_control
 
 USAGE = """usage: beam-tally COMMAND [options]
+       beam-tally --version
 
 commands:
   tally     --input GLOB --output DIR [--print_limit 20] [Beam options]
@@ -34,6 +35,24 @@ engine is fetched into a cache on first use ('beam-tally engines --help').
 'beam-tally COMMAND --help' describes a command's options."""
 
 COMMANDS = ("tally", "monitor", "produce", "generate", "report", "engines")
+
+
+def version_text() -> str:
+    """``beam-tally X.Y.Z (Apache Beam A.B.C, Python P)``, from the installed distributions."""
+    from importlib import metadata
+
+    from beam_tally import __version__
+
+    try:
+        own = metadata.version("beam-tally")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        own = __version__
+    try:
+        beam = metadata.version("apache-beam")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a dependency
+        beam = "not installed"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"beam-tally {own} (Apache Beam {beam}, Python {python})"
 
 
 def _dispatch(command: str, argv: list[str]) -> int:  # noqa: PLR0911 - a branch per command
@@ -79,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv[0] in ("-h", "--help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(version_text())
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,8 +26,8 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from beam_tally.errors import UsageError
-from beam_tally.io import WriteBundleFn
 from beam_tally.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
+from transforms.list_batches import LineList
 
 KINDS = {"access": AccessLine, "tally": SourceFile}
 END_MARKER = ".stream-ended"  # written under --output when the stream's end marker arrives
@@ -40,8 +41,29 @@ _TimestampedElement = beam_runner_api_pb2.TestStreamPayload.TimestampedElement
 _Event = beam_runner_api_pb2.TestStreamPayload.Event
 
 
+# Access lines travel in chunks of up to this many, one stream element each: the streaming
+# DirectRunner has no Batched DoFns and pays its per-element machinery (decoding, bundles,
+# each step's invocation) once per element, so a chunk costs it what one line did. Documents
+# (tally) are large enough to travel one by one.
+LINES_PER_ELEMENT = 512
+
+
 def stream_coder(kind: str) -> beam.coders.Coder:
-    return beam.coders.registry.get_coder(KINDS[kind])
+    coder = beam.coders.registry.get_coder(KINDS[kind])
+    return beam.coders.ListCoder(coder) if kind == "access" else coder
+
+
+def stream_items(kind: str, items: list[tuple[float, Any]]) -> list[tuple[float, Any]]:
+    """``(event time, element)`` pairs as the stream carries them: access lines in
+    ``LineList`` chunks (in order, each at its earliest line's time, so never behind the
+    watermark), documents one by one."""
+    if kind != "access":
+        return items
+    chunks = []
+    for start in range(0, len(items), LINES_PER_ELEMENT):
+        part = items[start : start + LINES_PER_ELEMENT]
+        chunks.append((min(ts for ts, _ in part), LineList(line for _, line in part)))
+    return chunks
 
 
 def _micros(seconds: float) -> int:
@@ -72,13 +94,21 @@ def watermark_event(at: float, tag: str) -> _Event:
     return _Event(watermark_event=_Event.AdvanceWatermark(new_watermark=_micros(at), tag=tag))
 
 
+FULL = (
+    "the producer at {endpoint} already serves as many consumers as it takes "
+    "(its --max_consumers): stop one of them, or start another producer"
+)
+
+
 def wait_for_source(endpoint: str, timeout: float) -> None:
-    """Waits up to ``timeout`` seconds for a producer at ``endpoint``; ``UsageError`` if none."""
+    """Waits up to ``timeout`` seconds for a producer at ``endpoint``, and checks that it takes
+    one more consumer; ``UsageError`` if none answers or it is full."""
     deadline = time.monotonic() + timeout
     while True:
         channel = grpc.insecure_channel(endpoint)
         try:
             grpc.channel_ready_future(channel).result(timeout=min(1.0, timeout))
+            _check_room(channel, endpoint)
             return
         except grpc.FutureTimeoutError:
             if time.monotonic() >= deadline:
@@ -88,6 +118,29 @@ def wait_for_source(endpoint: str, timeout: float) -> None:
                 ) from None
         finally:
             channel.close()
+
+
+def _check_room(channel, endpoint: str) -> None:
+    """Asks for a stream of no outputs, which the producer answers with nothing: one serving
+    its maximum of consumers refuses the call at once (the run would otherwise fail only after
+    Beam's reader had waited 30 s for events)."""
+    from apache_beam.portability.api import beam_interactive_api_pb2, beam_interactive_api_pb2_grpc
+
+    stub = beam_interactive_api_pb2_grpc.TestStreamServiceStub(channel)
+    call = stub.Events(beam_interactive_api_pb2.EventsRequest(output_ids=[]), timeout=5)
+    try:
+        next(call, None)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise UsageError(FULL.format(endpoint=endpoint)) from None
+        # anything else (a slow first event, a producer going away) is the run's to report
+    finally:
+        call.cancel()
+
+
+def stream_refused(err: BaseException | None) -> bool:
+    """Whether ``err`` is a producer refusing one more consumer (``RESOURCE_EXHAUSTED``)."""
+    return isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def end_element(kind: str):
@@ -112,18 +165,28 @@ class _StreamEndFn(beam.DoFn):
         self.marker = marker
 
     def process(self, element):
+        if isinstance(element, list):  # a chunk of access lines; the end comes alone
+            if element and element[-1] == self.end:
+                self._ended()
+                element = LineList(element[:-1])
+            if element:
+                yield LineList(element)
+            return
         if element == self.end:
-            if self.marker:
-                with FileSystems.create(self.marker) as handle:
-                    handle.write(b"")
+            self._ended()
             return
         yield element
 
+    def _ended(self) -> None:
+        if self.marker:
+            with FileSystems.create(self.marker) as handle:
+                handle.write(b"")
+
 
 class ReadStream(beam.PTransform):
-    """``PBegin`` -> the elements a producer serves at ``endpoint`` (``AccessLine`` for
-    ``access``, ``SourceFile`` for ``tally``), timestamped with their event time. The end of
-    the stream writes ``marker``, when given."""
+    """``PBegin`` -> the elements a producer serves at ``endpoint`` (``LineList`` chunks of
+    ``AccessLine`` for ``access``, ``SourceFile`` for ``tally``), timestamped with their event
+    time. The end of the stream writes ``marker``, when given."""
 
     def __init__(self, endpoint: str, kind: str, marker: str | None = None) -> None:
         super().__init__()
@@ -132,7 +195,8 @@ class ReadStream(beam.PTransform):
         self.marker = marker
 
     def expand(self, pbegin):
-        element_type = KINDS[self.kind]
+        # Chunks are typed Any: the parser takes lines and chunks of them alike.
+        element_type = Any if self.kind == "access" else KINDS[self.kind]
         return (
             pbegin
             | "TestStreamService"
@@ -144,10 +208,11 @@ class ReadStream(beam.PTransform):
         )
 
 
-def live_part_name(name: str) -> str:
-    """A live run's file for one bundle of output ``name``: ``stats-<time>-<id>.jsonl``."""
+def live_part_name(name: str, at: float | None = None) -> str:
+    """A live run's file of output ``name`` for the roll that started at ``at`` (epoch seconds,
+    now by default): ``stats-<time>-<id>.jsonl``."""
     stem, ext = os.path.splitext(name)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() if at is None else at))
     return f"{stem}-{stamp}-{uuid.uuid4().hex[:12]}{ext}"
 
 
@@ -158,32 +223,119 @@ def is_live_part(file_name: str, name: str) -> bool:
     return re.fullmatch(pattern, file_name) is not None
 
 
-class _WriteLiveFn(WriteBundleFn):
-    """Each bundle's lines become a new file ``live_part_name(name)``: written under a
-    temporary name, then renamed, so a reader never sees half a file, and written as the run
-    goes, so a run stopped or crashed keeps what it already reported."""
+class _RollingFile:
+    """The file of one live output for the current roll: lines appended under a temporary
+    name, then, once the roll is over, closed and renamed into place (a reader never sees half
+    a file)."""
 
-    def _new_path(self) -> str:
-        return FileSystems.join(self.directory, f".{uuid.uuid4().hex}.tmp")
+    def __init__(self, directory: str, name: str, roll_seconds: float) -> None:
+        self.directory = directory
+        self.name = name
+        self.roll_seconds = roll_seconds
+        self.handle = None
+        self.path = ""
+        self.started = 0.0
 
-    def _done(self, path: str):
-        FileSystems.rename([path], [FileSystems.join(self.directory, live_part_name(self.name))])
-        return ()
+    def write(self, data: bytes, now: float) -> None:
+        if self.handle is not None and now >= self.started + self.roll_seconds:
+            self.finish()
+        if self.handle is None:
+            self.started = now - now % self.roll_seconds  # rolls aligned to the wall clock
+            self.path = FileSystems.join(self.directory, f".{uuid.uuid4().hex}.tmp")
+            self.handle = FileSystems.create(self.path)
+        self.handle.write(data)
+        self.handle.flush()
+
+    def due(self, now: float) -> bool:
+        return self.handle is not None and now >= self.started + self.roll_seconds
+
+    def finish(self) -> None:
+        if self.handle is None:
+            return
+        self.handle.close()
+        self.handle = None
+        final = FileSystems.join(self.directory, live_part_name(self.name, self.started))
+        FileSystems.rename([self.path], [final])
+
+
+class LiveFiles:
+    """The rolling files of the live outputs written in this process, shared by every bundle
+    and thread of the sink (a live run is the DirectRunner's streaming mode, in this process:
+    ``options.check_source``). The launcher rolls what is due while the run goes
+    (``roll_due``) and finishes every file when it ends (``finish``)."""
+
+    _lock = threading.Lock()
+    _files: dict[tuple[str, str], _RollingFile] = {}  # one per process, on purpose
+
+    @classmethod
+    def write(cls, directory: str, name: str, roll_seconds: float, data: bytes) -> None:
+        with cls._lock:
+            rolling = cls._files.get((directory, name))
+            if rolling is None:
+                rolling = cls._files[(directory, name)] = _RollingFile(
+                    directory, name, roll_seconds
+                )
+            rolling.write(data, time.time())
+
+    @classmethod
+    def roll_due(cls, directory: str) -> None:
+        """Closes and renames into place every file of ``directory`` whose roll is over."""
+        now = time.time()
+        with cls._lock:
+            for (folder, _), rolling in cls._files.items():
+                if folder == directory and rolling.due(now):
+                    rolling.finish()
+
+    @classmethod
+    def finish(cls, directory: str) -> None:
+        """Closes and renames into place every open file of ``directory`` (the run ended)."""
+        with cls._lock:
+            for key in [key for key in cls._files if key[0] == directory]:
+                cls._files.pop(key).finish()
+
+
+class _WriteLiveFn(beam.DoFn):
+    """Appends each bundle's lines of output ``name`` to the current rolling file of that
+    output (``LiveFiles``): one file per output per ``roll_seconds`` of wall time, each written
+    under a temporary name and renamed into place once complete, so a reader never sees half a
+    file and a run that is stopped keeps what it already reported."""
+
+    def __init__(self, directory: str, name: str, to_text=None, roll_seconds: float = 60.0) -> None:
+        self.directory = directory
+        self.name = name
+        self.to_text = to_text
+        self.roll_seconds = roll_seconds
+
+    def start_bundle(self):
+        self.lines: list[str] = []
+
+    def process(self, element):
+        self.lines.append(element if self.to_text is None else self.to_text(element))
+
+    def finish_bundle(self):
+        if self.lines:
+            data = ("\n".join(self.lines) + "\n").encode("utf-8")
+            LiveFiles.write(self.directory, self.name, self.roll_seconds, data)
+        self.lines = []
 
 
 class WriteJsonLinesLive(beam.PTransform):
     """``{file name: PCollection}`` -> files ``NAME-*.jsonl`` under ``directory``, one line per
-    element (``formats[name](element)``, or the ``str`` element itself), written bundle by
-    bundle while a streaming run goes (readers glob ``NAME*.jsonl``)."""
+    element (``formats[name](element)``, or the ``str`` element itself), written as a
+    streaming run goes, a new file of each output every ``roll_seconds`` (readers glob
+    ``NAME*.jsonl``)."""
 
-    def __init__(self, directory: str, formats: dict | None = None) -> None:
+    def __init__(
+        self, directory: str, formats: dict | None = None, roll_seconds: float = 60.0
+    ) -> None:
         super().__init__()
         self.directory = directory
         self.formats = formats or {}
+        self.roll_seconds = roll_seconds
 
     def expand(self, named):
         for name, pcoll in named.items():
-            write = _WriteLiveFn(self.directory, name, self.formats.get(name))
+            write = _WriteLiveFn(self.directory, name, self.formats.get(name), self.roll_seconds)
             pcoll | f"Write {name}" >> beam.ParDo(write)
         return beam.pvalue.PDone(next(iter(named.values())).pipeline)
 

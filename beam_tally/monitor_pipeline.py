@@ -8,25 +8,34 @@ then ``report.html`` from those files (``beam_tally.report``).
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 
 import apache_beam as beam
 
-from beam_tally import console, metrics, report
+from beam_tally import console, input_check, metrics, report
 from beam_tally.engines import configure_runner
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
+    ConsoleOptions,
     IOOptions,
     MonitorOptions,
     StreamOptions,
     UsageError,
     check_input_output,
     check_source,
+    options_help,
     parse_pipeline_args,
 )
-from beam_tally.records import alert_json, dead_letter_json, stats_json
-from beam_tally.runtime import run_live, run_pipeline
+from beam_tally.records import (
+    alert_from_json,
+    alert_json,
+    dead_letter_json,
+    stats_from_json,
+    stats_json,
+)
+from beam_tally.runtime import default_workers, run_live, run_pipeline
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
 from transforms.traffic import (
     ALERTS,
@@ -40,24 +49,38 @@ from transforms.traffic import (
 OUTPUTS = (
     "stats.jsonl",
     "alerts.jsonl",
+    "totals.jsonl",
     "dead_letters.jsonl",
 )  # under --output; an earlier run's are replaced
 
-HELP = """usage: beam-tally monitor --input GLOB --output DIR [--format auto|csv|clf]
-          [--threshold 10] [--stats_window 10] [--alert_window 120] [--max_delay 5] [--top 5]
-          [Beam options]
-       beam-tally monitor --streaming --source HOST:PORT --output DIR [--stop_after S] ...
+HELP = f"""usage: beam-tally monitor --input GLOB --output DIR [options] [Beam options]
+       beam-tally monitor --streaming --source HOST:PORT --output DIR [options]
 
 Reads HTTP access logs (the exercise's CSV, or Common/Combined Log Format as nginx and Apache
 write it), prints stats for every --stats_window seconds of event time and a high-traffic alert
-when the --alert_window average passes --threshold requests per second, then its recovery.
-Writes stats.jsonl, alerts.jsonl and dead_letters.jsonl under DIR, and report.html, the
-charts of all three (a live run rewrites it as it goes, and the open page reloads itself).
+when the --alert_window average passes --threshold requests per second, then its recovery, in
+event-time order, and a closing summary with every alert and the whole run's totals. Writes
+stats.jsonl, alerts.jsonl, totals.jsonl and dead_letters.jsonl under DIR, and report.html, their
+charts (a live run rewrites it as it goes, and the open page reloads itself).
 
 Live: --streaming --source HOST:PORT reads what 'beam-tally produce access' serves, prints as
-the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl and dead_letters-*.jsonl as it
-goes, until the stream ends, --stop_after seconds pass, or Ctrl-C. A line that arrives behind
-the producer's watermark (more out of order than its --max_delay) is a 'late' dead letter."""
+the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl, totals-*.jsonl and
+dead_letters-*.jsonl as it goes (a new file of each every --roll_seconds), until the stream
+ends, --stop_after seconds pass, or Ctrl-C. A line that arrives behind the producer's watermark
+(more out of order than its --max_delay) is a 'late' dead letter.
+
+{
+    options_help(
+        "beam-tally monitor",
+        (IOOptions, "input and output"),
+        (MonitorOptions, "monitor"),
+        (ConsoleOptions, "console"),
+        (StreamOptions, "live (with --streaming)"),
+    )
+}
+
+Beam options pass through unchanged, e.g. --runner=DirectRunner (the default), FlinkRunner or
+PrismRunner, --direct_num_workers=2 --direct_running_mode=multi_processing."""
 
 
 def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollection]:
@@ -76,7 +99,10 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     # Both consumers take event time from AccessRecord.timestamp: no per-record stamping.
     parsed = lines | "ParseAccessLines" >> ParseAccessLines(opts.format, event_time=False)
     records = parsed[RECORDS]
-    stats = records | "ComputeTrafficStats" >> ComputeTrafficStats(opts.stats_window, opts.top)
+    computed = records | "ComputeTrafficStats" >> ComputeTrafficStats(
+        opts.stats_window, opts.top, totals=True
+    )
+    stats, totals = computed["stats"], computed["totals"]
     detected = records | "DetectHighTraffic" >> DetectHighTraffic(
         opts.threshold, opts.alert_window, opts.max_delay
     )
@@ -91,20 +117,46 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
         formats = {
             "stats.jsonl": stats_json,
             "alerts.jsonl": alert_json,
+            "totals.jsonl": stats_json,
             "dead_letters.jsonl": dead_letter_json,
         }
         {
             "stats.jsonl": stats,
             "alerts.jsonl": alerts,
+            "totals.jsonl": totals,
             "dead_letters.jsonl": dead_letters,
         } | "WriteOutputs" >> (
-            WriteJsonLinesLive(io_opts.output, formats)
+            WriteJsonLinesLive(io_opts.output, formats, options.view_as(StreamOptions).roll_seconds)
             if source
             else WriteJsonLines(io_opts.output, formats=formats)
         )
-    stats | "PrintStats" >> WriteToConsole(console.format_stats)
-    alerts | "PrintAlerts" >> WriteToConsole(console.format_alert)
-    return {"stats": stats, "alerts": alerts, "dead_letters": dead_letters, "records": records}
+    # Live, the console prints as windows and seconds complete, in event-time order already.
+    # A batch run prints after the run, from its outputs (console.print_monitor_outputs): the
+    # launcher's terminal is the console, and an engine's workers print out of order.
+    shown = options.view_as(ConsoleOptions).console
+    if source and shown == "all":
+        stats | "PrintStats" >> WriteToConsole(console.format_stats)
+    if source and shown in ("all", "alerts"):
+        alerts | "PrintAlerts" >> WriteToConsole(console.format_alert)
+    return {
+        "stats": stats,
+        "alerts": alerts,
+        "totals": totals,
+        "dead_letters": dead_letters,
+        "records": records,
+    }
+
+
+def print_outputs(output: str, shown: str) -> None:
+    """A batch run's console: its stats blocks (``--console all``) and alert lines (``all``,
+    ``alerts``) read back from its outputs, in event-time order (``console.in_event_order``)."""
+    if shown == "summary":
+        return
+    stats = metrics.read_output(output, "stats") if shown == "all" else ()
+    alerts = metrics.read_output(output, "alerts")
+    for text in console.in_event_order(map(stats_from_json, stats), map(alert_from_json, alerts)):
+        sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def validate(options) -> None:
@@ -128,7 +180,11 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     configure_runner(options, argv)
+    workers = default_workers(options, argv)
+    if workers:
+        print(f"beam-tally: {workers}", file=sys.stderr)
     output = options.view_as(IOOptions).output
+    shown = options.view_as(ConsoleOptions).console
     opts, source = options.view_as(MonitorOptions), options.view_as(StreamOptions).source
     params = {
         **{k: getattr(opts, k) for k in ("threshold", "stats_window", "alert_window")},
@@ -138,11 +194,22 @@ def run(argv: list[str]) -> int:
         refresh = partial(report.refreshing, output, "monitor", params)
         _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS, refresh)
         totals, reasons = metrics.live_monitor_counters(output)
+        bad_files = {}  # a live run keeps no per-file metrics (see metrics.live_*)
     else:
         result, seconds = run_pipeline(options, output, build_monitor_pipeline, OUTPUTS)
         totals = metrics.counters(result, METRICS_NAMESPACE)
         reasons = metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE)
         ended = None
-    print(console.format_monitor_summary(totals, reasons, seconds, output, ended))
+        bad_files = input_check.bad_files(result)
+        print_outputs(output, shown)
+    outputs = metrics.monitor_outputs(output)
+    print(
+        console.format_monitor_summary(totals, reasons, seconds, output, ended, outputs, bad_files)
+    )
     print(report.report_line(output, "monitor", params))
+    if bad_files and not totals.get("records"):  # not one valid line: the wrong input?
+        fmt = options.view_as(MonitorOptions).format
+        print(f"beam-tally monitor: {input_check.wrong_input('monitor', bad_files, fmt)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0

@@ -17,8 +17,8 @@ import threading
 import time
 from concurrent import futures
 
-from beam_tally.errors import HelpRequested, UsageError, UsageParser
-from beam_tally.paths import input_pattern
+from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
+from beam_tally.paths import input_pattern, watched_folder
 from beam_tally.replay import Elements, End, Session, StreamSettings, SystemClock, Update
 from beam_tally.sources import (
     DEFAULT_MAX_FILE_BYTES,
@@ -32,20 +32,13 @@ from beam_tally.sources import (
 )
 from beam_tally.terminal import escape_control, say
 
-HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
-          [--follow] [--max_delay 5] [--format auto|csv|clf]
+INTRO = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [options]
 
 Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --source HOST:PORT'.
   access         access-log lines, in event-time order within --max_delay seconds of disorder
   tally          logs_xx.json documents, oldest first, each stamped with the time it is served
-  --input GLOB   files to read (quote the glob), or a folder
-  --serve H:P    address to serve on, loopback (port 0 picks a free one and prints it)
-  --allow_remote allow an address other hosts can reach (the stream is unauthenticated)
-  --max_file_bytes N  content read from one file at most, decompressed (default 1 GiB)
-  --speedup N    pace by event time divided by N (default: as fast as possible)
-  --follow       keep reading lines appended to the files and new files matching GLOB
-  --max_delay S  reorder budget and watermark delay behind the newest line (default 5)
 Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
+
 
 BLOCK = 4 << 20  # bytes read from a file per poll
 MAX_LINE = 1 << 20  # a longer access line travels as a dead letter (gRPC's message limit)
@@ -55,23 +48,74 @@ CHUNK_FILES = 16
 
 def _parser() -> UsageParser:
     parser = UsageParser(prog="beam-tally produce", allow_abbrev=False, add_help=False)
-    parser.add_argument("kind", choices=["tally", "access"])
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--serve", required=True)
-    parser.add_argument("--speedup", type=float)
-    parser.add_argument("--follow", action="store_true")
-    parser.add_argument("--max_delay", type=float, default=5.0)
-    parser.add_argument("--format", default="auto", choices=["auto", "csv", "clf"])
-    parser.add_argument("--max_file_bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
-    parser.add_argument("--allow_remote", action="store_true")
+    parser.add_argument("kind", choices=["tally", "access"], help="what the files hold")
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="GLOB",
+        help="files to read: a file, a folder (its files) or a glob (quote it)",
+    )
+    parser.add_argument(
+        "--serve",
+        required=True,
+        metavar="HOST:PORT",
+        help="address to serve on, loopback (port 0 picks a free one and prints it)",
+    )
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        metavar="N",
+        help="pace by event time divided by N (default: as fast as the consumer takes it)",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading lines appended to the files, and new files that --input matches "
+        "(its folder must exist)",
+    )
+    parser.add_argument(
+        "--max_delay",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="reorder budget, and how far the watermark trails the newest line, in seconds",
+    )
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "csv", "clf"],
+        help="access-log format (auto: told per file)",
+    )
+    parser.add_argument(
+        "--max_file_bytes",
+        type=int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="N",
+        help="content read from one file at most, decompressed (default: 1 GiB)",
+    )
+    parser.add_argument(
+        "--allow_remote",
+        action="store_true",
+        help="allow an address other hosts can reach (the stream is unauthenticated)",
+    )
+    parser.add_argument(
+        "--max_consumers",
+        type=int,
+        default=MAX_CONSUMERS,
+        metavar="N",
+        help="consumers served at once; one more is refused with a reason",
+    )
     parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
     return parser
 
 
+def help_text() -> str:
+    return f"{INTRO}\n\n{flags_help(_parser())}"
+
+
 def _pattern(path: str) -> str:
-    pattern = input_pattern(path)
-    return os.path.join(pattern, "*") if os.path.isdir(os.path.abspath(path)) else pattern
+    return input_pattern(path)  # a folder is the files in it, as for the batch jobs
 
 
 def _matches(pattern: str) -> list[str]:
@@ -341,9 +385,18 @@ class _Service:
         self.settings = settings
 
     def Events(self, request, context):
-        from beam_tally.io_stream import elements_events, end_element, watermark_event
+        from beam_tally.io_stream import (
+            elements_events,
+            end_element,
+            stream_items,
+            watermark_event,
+        )
 
-        tag = request.output_ids[0] if request.output_ids else ""
+        if not request.output_ids:
+            # A consumer's check that it may connect (``io_stream.wait_for_source``): past
+            # --max_consumers gRPC refuses it before this; otherwise it gets no replay.
+            return
+        tag = request.output_ids[0]
         clock = SystemClock()
         served = late = 0
         _say(f"consumer connected from {context.peer()}")
@@ -361,15 +414,14 @@ class _Service:
                 _say(f"consumer left after {served:,} elements")
                 return
             if isinstance(event, End):
-                yield from elements_events(
-                    [(session.sent, end_element(self.kind))], self.coder, tag
-                )
+                end = [(session.sent, end_element(self.kind))]
+                yield from elements_events(stream_items(self.kind, end), self.coder, tag)
             elif isinstance(event, Elements):
                 if not served:  # the pacing origin, for latency measurements
                     first, at = session.pacer.origin or (event.items[0][0], time.time())
                     _say(f"first element: event time {first:.0f} due at {at:.3f}")
                 served += len(event.items)
-                yield from elements_events(event.items, self.coder, tag)
+                yield from elements_events(stream_items(self.kind, event.items), self.coder, tag)
             else:
                 yield watermark_event(event.at, tag)
         _say(f"replay finished: {served:,} elements served ({late:,} late)")
@@ -410,6 +462,13 @@ def serve(args) -> int:
     from apache_beam.portability.api import beam_interactive_api_pb2_grpc as api_grpc
 
     pattern = _pattern(args.input)
+    if args.follow and "://" not in args.input:
+        folder = watched_folder(args.input)
+        if not os.path.isdir(folder):
+            raise UsageError(
+                f"--input: the folder {folder!r} does not exist, so --follow would wait on "
+                "nothing: create it first (new files are written into it, then renamed in)"
+            )
     if not args.follow and not _matches(pattern):
         raise UsageError(f"--input {args.input!r} matches no file: check the path, or use --follow")
     settings = StreamSettings(
@@ -432,9 +491,9 @@ def serve(args) -> int:
     # No SO_REUSEPORT: a second producer on a taken port must fail, not share it. Each
     # connected consumer holds one worker thread for its whole stream.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_CONSUMERS),
+        futures.ThreadPoolExecutor(max_workers=args.max_consumers),
         options=[("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=MAX_CONSUMERS,
+        maximum_concurrent_rpcs=args.max_consumers,
     )
     service = _Service(args.kind, make_poll, settings)
     servicer = type(
@@ -487,7 +546,7 @@ def is_loopback(host: str) -> bool:
 
 def run(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
-        raise HelpRequested(HELP)
+        raise HelpRequested(help_text())
     args = _parser().parse_args(argv)
     if ":" not in args.serve:
         raise UsageError("--serve needs HOST:PORT, e.g. --serve 127.0.0.1:50051")
@@ -508,6 +567,8 @@ def run(argv: list[str]) -> int:
         raise UsageError("--speedup must be a positive number")
     if args.max_delay < 0:
         raise UsageError("--max_delay must be 0 or more seconds")
+    if args.max_consumers < 1:
+        raise UsageError("--max_consumers must be 1 or more")
     if args.max_file_bytes <= 0:
         raise UsageError("--max_file_bytes must be a positive number of bytes")
     sys.stdout.reconfigure(line_buffering=True)

@@ -22,7 +22,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
-from beam_tally.io_stream import end_marker, is_live_part, wait_for_source
+from beam_tally.errors import UsageError
+from beam_tally.io_stream import (
+    FULL,
+    LiveFiles,
+    end_marker,
+    is_live_part,
+    stream_refused,
+    wait_for_source,
+)
 
 
 def tune_gc() -> tuple[int, int, int]:
@@ -61,6 +69,56 @@ def _remove(path: str) -> None:
         FileSystems.delete([path])
     else:
         os.remove(path)  # not Beam's local delete, which would take the path for a glob
+
+
+# A batch run on the DirectRunner uses several worker processes when the input has enough
+# bytes beyond its largest file to keep a second worker busy: a file is read by one worker,
+# and starting the workers costs a few seconds (benchmarks/bench_tally.py measures both).
+SPREAD_BYTES = 256 << 20
+
+
+def choose_workers(sizes: Sequence[int], cpus: int) -> int:
+    """Worker processes for input files of these ``sizes`` (bytes) on ``cpus`` cores: one,
+    unless the bytes outside the largest file reach ``SPREAD_BYTES``; then one per core, at
+    most one per file."""
+    if cpus < 2 or len(sizes) < 2 or sum(sizes) - max(sizes) < SPREAD_BYTES:
+        return 1
+    return min(cpus, len(sizes))
+
+
+def default_workers(options, argv: Sequence[str]) -> str | None:
+    """Sets the DirectRunner's worker count for a batch run over ``--input`` when the command
+    line gave none (``--direct_num_workers`` always wins); returns a line saying so, or None
+    when the run keeps one worker."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from beam_tally.io import matching_files
+    from beam_tally.options import IOOptions
+
+    pattern = options.view_as(IOOptions).input
+    standard = options.view_as(StandardOptions)
+    if not pattern:
+        return None
+    runner = standard.runner if isinstance(standard.runner, str) else ""
+    if standard.streaming or runner.rsplit(".", 1)[-1].lower() not in ("direct", "directrunner"):
+        return None
+    if any(arg.startswith("--direct_num_workers") for arg in argv):
+        return None
+    sizes = []
+    for path in matching_files(pattern):
+        with contextlib.suppress(OSError):  # a file that went away is the reader's to report
+            sizes.append(os.stat(path).st_size)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = choose_workers(sizes, cpus or 1)
+    if workers == 1:
+        return None
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = workers
+    direct.direct_running_mode = "multi_processing"
+    return (
+        f"using {workers} worker processes for {sum(sizes) / 2**20:,.0f} MiB in "
+        f"{len(sizes):,} files (--direct_num_workers=1 runs one)"
+    )
 
 
 def batch_runner(options) -> PipelineRunner | None:
@@ -128,14 +186,20 @@ def run_pipeline(
     """Prepares ``output`` (``prepare_output``), tunes the GC, builds the graph with
     ``build(p, options)`` and runs it to the end; returns the ``PipelineResult`` and the wall
     time. (Building a graph allocates enough for several full collections over Beam's heap.)"""
+    from beam_tally import progress
+    from beam_tally.options import ConsoleOptions, IOOptions
+
     prepare_output(output, names)
     started = time.perf_counter()
     previous = tune_gc()
     runner = batch_runner(options)
+    shown = progress.display(
+        options.view_as(ConsoleOptions).progress, options.view_as(IOOptions).input
+    )
     try:
         p = beam.Pipeline(runner=runner, options=options)
         build(p, options)
-        with contextlib.nullcontext() if runner else quiet_harness_teardown():
+        with contextlib.nullcontext() if runner else quiet_harness_teardown(), shown:
             result = p.run()
             result.wait_until_finish()
     finally:
@@ -153,8 +217,8 @@ def run_live(
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
     (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
     written as the run goes, so stopping it keeps everything already reported.
-    ``while_running()`` is entered once the run has started and left when it is over (the
-    live report's refresher)."""
+    ``while_running()`` is entered as the run starts and left when it is over (the live
+    report's refresher)."""
     from beam_tally.options import StreamOptions
 
     stream = options.view_as(StreamOptions)
@@ -166,7 +230,30 @@ def run_live(
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
-    result = p.run()
+    with _stream_refusals() as refused, while_running():
+        result = p.run()
+        ended, failure = _run_until_stopped(result, stream, output, refused)
+    if refused:
+        raise UsageError(FULL.format(endpoint=stream.source))
+    if failure:
+        raise failure[0]
+    if ended == "the stream ended":
+        if not FileSystems.exists(marker):
+            raise StreamBroken(
+                f"the stream from {stream.source} broke off before its end (the producer "
+                "stopped or the connection failed): the outputs hold what had arrived"
+            )
+        _remove(marker)
+    return result, time.perf_counter() - started, ended
+
+
+def _run_until_stopped(
+    result, stream, output: str, refused: list
+) -> tuple[str, list[BaseException]]:
+    """Waits for ``result`` until its stream ends, ``--stop_after`` passes, Ctrl-C or SIGTERM,
+    or the producer refuses the stream; cancels it if it still runs, and completes the last
+    roll of every output under ``output``. Returns how it ended and the run's failure, if
+    any."""
     finished = threading.Event()
     failure: list[BaseException] = []
 
@@ -188,34 +275,47 @@ def run_live(
     }
     ended = "the stream ended"
     deadline = None if stream.stop_after is None else time.monotonic() + stream.stop_after
-    with while_running():
-        try:
-            while not finished.wait(0.1):
-                if signals:
-                    ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    ended = f"stopped after --stop_after {stream.stop_after:g} s"
-                    break
-        finally:
-            if not finished.is_set():
-                # Beam's cancel waits for its workers, which may be waiting on a silent stream:
-                # give it a few seconds (its threads are daemons and end with the process).
-                cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
-                cancelling.start()
-                cancelling.join(timeout=5)
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
-    if failure:
-        raise failure[0]
-    if ended == "the stream ended":
-        if not FileSystems.exists(marker):
-            raise StreamBroken(
-                f"the stream from {stream.source} broke off before its end (the producer "
-                "stopped or the connection failed): the outputs hold what had arrived"
-            )
-        _remove(marker)
-    return result, time.perf_counter() - started, ended
+    try:
+        while not finished.wait(0.1) and not refused:
+            LiveFiles.roll_due(output)  # a quiet output's finished roll is renamed in too
+            if signals:
+                ended = "stopped by " + ("Ctrl-C" if signals[0] == signal.SIGINT else "SIGTERM")
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                ended = f"stopped after --stop_after {stream.stop_after:g} s"
+                break
+    finally:
+        if not finished.is_set():
+            # Beam's cancel waits for its workers, which may be waiting on a silent stream:
+            # give it a few seconds (its threads are daemons and end with the process).
+            cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
+            cancelling.start()
+            cancelling.join(timeout=5)
+        LiveFiles.finish(output)  # the last roll of every output, complete as it stands
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return ended, failure
+
+
+@contextlib.contextmanager
+def _stream_refusals():
+    """Beam's stream reader runs in a thread of its own: a producer that refuses this consumer
+    (full since ``wait_for_source`` checked) is collected here, for the run to report in one
+    line, instead of printing as that thread's traceback."""
+    refused: list[BaseException] = []
+    previous = threading.excepthook
+
+    def hook(args):
+        if stream_refused(args.exc_value):
+            refused.append(args.exc_value)
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield refused
+    finally:
+        threading.excepthook = previous
 
 
 class StreamBroken(Exception):

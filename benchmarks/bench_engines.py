@@ -124,7 +124,7 @@ def main() -> int:
             "monitor": os.path.join(work, "access.csv"),
             "monitor tiny": os.path.join(work, "tiny.csv"),
         }
-        with open(inputs["monitor"], encoding="utf-8") as handle:
+        with open(inputs["monitor"], "rb") as handle:
             lines = sum(1 for _ in handle) - 1
         sizes = {"tally": args.logs, "monitor": lines}
         if not args.no_cluster:

@@ -31,6 +31,6 @@ def test_format_update_shows_the_message_and_the_global_tally():
     )
     text = format_update(update, 10)
     assert "\x1b" not in text
-    assert "tally message 2: logs_01.json (3 logs, 1 emails)" in text
+    assert "tally message 2: logs_01.json (3 logs, 1 email)" in text
     assert "global tally after 2 files: 8 logs, 2 emails" in text
     assert "b\\x1b@x" in text

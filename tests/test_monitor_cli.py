@@ -78,6 +78,7 @@ def test_monitor_exits_cleanly(monitored):
         "dead_letters.jsonl",
         "report.html",
         "stats.jsonl",
+        "totals.jsonl",
     ]
 
 

@@ -313,7 +313,32 @@ def test_when_every_followed_reader_is_idle_the_newest_is_reached():
     served = [item for e in events if isinstance(e, Elements) for _, item in e.items]
     expected = [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)] + ["header"]
     assert sorted(served) == sorted(expected)
-    assert max(e.at for e in events if isinstance(e, Watermark)) == 3_709
+    marks = [e.at for e in events if isinstance(e, Watermark)]
+    assert 3_709 in marks  # caught up at the newest line, then the quiet seconds pass
+    assert max(marks) > 3_709
+
+
+def test_quiet_followed_files_let_event_time_pass_with_the_clock_times_speedup():
+    """Once every followed file is quiet, the watermark moves on from the newest line at the
+    clock's pace times --speedup, so the windows after it close and the alert rule sees the
+    silence."""
+    polls = iter([[Update("a", [(100 + i, f"a{i}") for i in range(10)])]])
+    clock = FakeClock()
+    settings_ = StreamSettings(max_delay=2, follow=True, idle_after=2.0, speedup=10)
+    marks = []  # (clock, watermark)
+    for event in stream_events(lambda: next(polls, []), settings_, clock):
+        if isinstance(event, Watermark):
+            marks.append((clock.now(), event.at))
+        if clock.now() >= 1_010:
+            break
+    caught = next(at for at, mark in marks if mark == 109)
+    after = [(at, mark) for at, mark in marks if at > caught]
+    assert after, "the watermark stopped at the newest line"
+    for at, mark in after:  # never faster than the clock times speedup
+        assert 109 < mark <= 109 + (at - caught) * 10 + 1e-9
+    last_at, last = after[-1]
+    assert last >= 109 + (last_at - caught - 1.5) * 10  # and not slower, a heartbeat apart
+    assert last >= 150  # the window [100, 110) and the ones after it close
 
 
 def test_a_late_line_is_sent_at_once_not_paced_at_its_own_time():

@@ -1,6 +1,6 @@
 """Pure parsing of one HTTP access-log line into an ``AccessRecord`` (no Beam here).
 
-Two formats (DESIGN.md, "The monitor job"):
+Two formats (docs/design.md, "The monitor job"):
 
 - ``csv``: ``"remotehost","rfc931","authuser","date","request","status","bytes"``, a header row
   and unix-epoch ``date``. Any field may be quoted or not, with spaces around it; ``""`` in a

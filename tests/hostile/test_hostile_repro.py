@@ -93,6 +93,7 @@ def test_output_and_input_with_glob_characters_are_taken_literally(tmp_path, cap
         "dead_letters.jsonl",
         "report.html",
         "stats.jsonl",
+        "totals.jsonl",
     ]  # no temporary folder left behind
     doc = folder / "logs[1].json"
     doc.write_text('{"logs": [{"email": "a@x"}, {"email": "a@x"}]}')
