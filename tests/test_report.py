@@ -65,7 +65,7 @@ def test_the_traffic_chart_has_a_bar_per_stats_window_and_the_alert_periods(moni
     assert [(s["x0"], s["x1"]) for s in shapes] == [(a * 1000, b * 1000) for a, b in periods]
 
 
-def test_status_classes_and_top_lists_equal_independent_sums(monitor_run):
+def test_status_classes_and_top_lists_equal_independent_counts(monitor_run):
     path, out, _ = monitor_run
     good, _ = read_requests(path)
     windows = window_stats(good)

@@ -41,16 +41,18 @@ def report_path(output: str) -> str:
     return _join(output, REPORT)
 
 
-def build_html(output: str, job: str, params: dict, live: bool = False) -> str:
-    """The page of ``job``'s outputs under ``output``; ``live`` pages reload themselves."""
+def build_html(output: str, job: str, params: dict, live: bool = False, pending=None) -> str:
+    """The page of ``job``'s outputs under ``output`` (and of a live run's open rolls,
+    ``pending``: see ``data``); ``live`` pages reload themselves."""
     library = plotly_js()
     if job == "monitor":
         stats_window = params.get("stats_window")
-        read = data.read_monitor(output, int(stats_window) if stats_window else None)
+        read = data.read_monitor(output, int(stats_window) if stats_window else None, pending)
         subtitle, sections, figures = charts.monitor_report(read, params)
         title = "beam-tally monitor"
     elif job == "tally":
-        subtitle, sections, figures = charts.tally_report(data.read_tally(output), params)
+        read = data.read_tally(output, pending)
+        subtitle, sections, figures = charts.tally_report(read, params)
         title = "beam-tally tally"
     else:
         raise ValueError(f"job must be one of {JOBS}, not {job!r}")
@@ -106,9 +108,9 @@ def load_params(output: str) -> dict:
         return {}
 
 
-def write_report(output: str, job: str, params: dict, live: bool = False) -> str:
+def write_report(output: str, job: str, params: dict, live: bool = False, pending=None) -> str:
     """Writes ``report.html`` under ``output``; returns its path. Raises ``PlotlyMissing``."""
-    page = build_html(output, job, params, live)
+    page = build_html(output, job, params, live, pending)
     path = report_path(output)
     _write_atomically(path, page.encode("utf-8"))
     return path
@@ -141,16 +143,21 @@ class LiveReport:
         return self
 
     def _loop(self) -> None:
+        from beam_tally.io_stream import LiveFiles
+
         seen, wait = None, self.interval
         while not self._stop.wait(wait):
             try:
-                signature = data.outputs_signature(self.output)
+                pending = LiveFiles.open_rolls(self.output)  # before the parts are listed
+                signature = data.outputs_signature(self.output, pending)
                 if signature != seen:
                     started = time.monotonic()
-                    write_report(self.output, self.job, self.params, live=True)
+                    write_report(self.output, self.job, self.params, live=True, pending=pending)
                     seen = signature
                     self.written += 1
                     wait = max(self.interval, BUSY_SHARE * (time.monotonic() - started))
+            except FileNotFoundError:  # a roll renamed into place while read: next time
+                continue
             except Exception as err:  # a report never stops the run: say it once, go on
                 message = f"{type(err).__name__}: {err}"
                 if message not in self._failed:

@@ -8,6 +8,7 @@ the browser's time zone). Every string from the logs goes through ``chart_text``
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 from beam_tally.console import human_bytes
 from beam_tally.report.data import (
@@ -342,9 +343,10 @@ def monitor_report(data: MonitorData, params: dict) -> tuple[str, list, list[dic
     """``(subtitle HTML, sections, figures)`` of the monitor's report."""
     threshold = float(params.get("threshold", 10.0))
     alert_window = int(params.get("alert_window", 120))
-    windows = data.windows
-    hits = sum(row["hits"] for row in windows)
-    statuses = status_totals(windows)
+    windows, whole = data.windows, data.totals  # whole: totals.jsonl's row, when written
+    hits = whole["hits"] if whole else sum(row["hits"] for row in windows)
+    sent = whole["bytes"] if whole else sum(row["bytes"] for row in windows)
+    statuses = Counter(whole["status_classes"]) if whole else status_totals(windows)
     errors = statuses.get("4xx", 0) + statuses.get("5xx", 0)
     periods = alert_periods(data.alerts)
     busiest = max(windows, key=lambda row: (row["hits"], -row["start"]), default=None)
@@ -356,7 +358,12 @@ def monitor_report(data: MonitorData, params: dict) -> tuple[str, list, list[dic
     totals = _totals(
         [
             ("requests", f"{hits:,}"),
-            ("bytes sent", human_bytes(sum(row["bytes"] for row in windows))),
+            ("bytes sent", human_bytes(sent)),
+            *(
+                (key.replace("_", " "), f"{whole[key]:,}")
+                for key in ("distinct_hosts", "distinct_users")
+                if whole
+            ),
             (f"{data.stats_window} s windows with traffic", f"{len(windows):,}"),
             ("busiest window", f"{busiest['hits']:,} hits" if busiest else "-"),
             ("errors (4xx and 5xx)", f"{errors / hits:.1%}" if hits else "-"),
@@ -416,16 +423,14 @@ def monitor_report(data: MonitorData, params: dict) -> tuple[str, list, list[dic
         Section("Status classes over time", chart_div("chart-status"), wide=True),
     ]
     for title, figure_id, key, name, value, color, fmt in tops:
-        entries = ranked_totals(windows, key, name, value, n)
+        if whole:  # exact, the run's --top entries
+            entries = [(entry[name], entry[value]) for entry in whole[key]]
+            note = "The whole run's (totals.jsonl), exact."
+        else:  # a run before totals.jsonl: what the windows tell
+            entries = ranked_totals(windows, key, name, value, n)
+            note = "Summed over each window's top list: a lower bound of the whole run's count."
         figures.append(ranked_bars(figure_id, entries, value, color, fmt=fmt))
-        sections.append(
-            Section(
-                title,
-                chart_div(figure_id)
-                + "<p class=note>Summed over each window's top list: a lower bound of the "
-                "whole run's count.</p>",
-            )
-        )
+        sections.append(Section(title, chart_div(figure_id) + f"<p class=note>{note}</p>"))
     figures.append(
         _category_bars("chart-dead-reasons", dict(data.dead.by_reason), "reason", "#d1495b")
     )

@@ -4,6 +4,12 @@ A batch run leaves ``NAME.jsonl`` and a live run rolled parts ``NAME-<time>-<id>
 are read through the same ``NAME*.jsonl`` glob as the closing summary's (``metrics``). Every
 figure here is worked out from those lines alone, so ``beam-tally report DIR`` rebuilds the page
 of a finished run, and a live run's page shows exactly what its files hold so far.
+
+A live run renames a part into place only when its roll is over (``--roll_seconds``), so its
+refresher also reads the roll still being written: ``pending`` maps an output's file name
+(``stats.jsonl``) to that roll's temporary path (``io_stream.LiveFiles.open_rolls``), taken
+before the parts are listed, so that no line is read twice (a roll renamed in between is then
+missing: ``FileNotFoundError``, and the refresher tries again).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -46,17 +52,23 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def read_lines(output: str, name: str) -> Iterator[dict]:
-    """Every JSON line of output ``name``, parsed."""
+def read_lines(output: str, name: str, pending: Mapping[str, str] | None = None) -> Iterator[dict]:
+    """Every JSON line of output ``name``, parsed, and of its open roll in ``pending``."""
     for path in output_files(output, name):
         for line in _read_bytes(path).splitlines():
             if line.strip():
                 yield orjson.loads(line)
+    open_roll = (pending or {}).get(f"{name}.jsonl")
+    if open_roll:
+        complete = _read_bytes(open_roll)  # raises FileNotFoundError once renamed
+        for line in complete[: complete.rfind(b"\n") + 1].splitlines():  # whole lines only
+            if line.strip():
+                yield orjson.loads(line)
 
 
-def outputs_signature(output: str) -> tuple:
-    """Names, sizes and modification times of the ``*.jsonl`` files under ``output``: it
-    changes whenever a live run writes a part (each part is renamed into place whole)."""
+def outputs_signature(output: str, pending: Mapping[str, str] | None = None) -> tuple:
+    """Names, sizes and modification times of the ``*.jsonl`` files under ``output`` and of
+    the open rolls in ``pending``: it changes whenever a live run writes."""
     if _remote(output):
         from apache_beam.io.filesystems import FileSystems
 
@@ -67,7 +79,8 @@ def outputs_signature(output: str) -> tuple:
             )
         )
     signature = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(output), "*.jsonl"))):
+    paths = sorted(glob.glob(os.path.join(glob.escape(output), "*.jsonl")))
+    for path in [*paths, *sorted((pending or {}).values())]:
         try:
             status = os.stat(path)
         except FileNotFoundError:  # replaced between the listing and the stat
@@ -86,9 +99,9 @@ class DeadLetters:
     total: int = 0
 
 
-def read_dead_letters(output: str, keep: int = 100) -> DeadLetters:
+def read_dead_letters(output: str, keep: int = 100, pending=None) -> DeadLetters:
     dead = DeadLetters()
-    for letter in read_lines(output, "dead_letters"):
+    for letter in read_lines(output, "dead_letters", pending):
         dead.total += 1
         dead.by_reason[reason_code(letter["reason"])] += 1
         dead.by_source[letter["source"]] += 1
@@ -117,15 +130,19 @@ class MonitorData:
     alerts: list[dict]  # alert and recovery rows, by second
     dead: DeadLetters
     stats_window: int
+    totals: dict | None = None  # the whole run's stats row (totals.jsonl), when there is one
 
 
-def read_monitor(output: str, stats_window: int | None = None) -> MonitorData:
-    """The monitor's outputs; ``stats_window`` is read off the windows when not given."""
-    windows = sorted(read_lines(output, "stats"), key=lambda row: row["start"])
-    alerts = sorted(read_lines(output, "alerts"), key=lambda row: row["at"])
+def read_monitor(output: str, stats_window: int | None = None, pending=None) -> MonitorData:
+    """The monitor's outputs; ``stats_window`` is read off the windows when not given. A live
+    run writes its totals after each update: the line with the most hits is the latest."""
+    windows = sorted(read_lines(output, "stats", pending), key=lambda row: row["start"])
+    alerts = sorted(read_lines(output, "alerts", pending), key=lambda row: row["at"])
+    totals = max(read_lines(output, "totals", pending), key=lambda row: row["hits"], default=None)
     if stats_window is None:
         stats_window = windows[0]["end"] - windows[0]["start"] if windows else 10
-    return MonitorData(windows, alerts, read_dead_letters(output), stats_window)
+    dead = read_dead_letters(output, pending=pending)
+    return MonitorData(windows, alerts, dead, stats_window, totals)
 
 
 def alert_periods(alerts: list[dict]) -> list[AlertPeriod]:
@@ -207,16 +224,16 @@ def _final_tally(output: str, updates: list[dict]) -> list:
     return [(entry["email"], entry["total"]) for entry in final["global_tally"]]
 
 
-def read_tally(output: str) -> TallyData:
+def read_tally(output: str, pending=None) -> TallyData:
     files = sorted(
         (
             row["source"],
             sum(entry["total"] for entry in row["tally"]),
             len(row["tally"]),
         )
-        for row in read_lines(output, "tallies")
+        for row in read_lines(output, "tallies", pending)
     )
-    updates = sorted(read_lines(output, "global_tally"), key=lambda row: row["files"])
+    updates = sorted(read_lines(output, "global_tally", pending), key=lambda row: row["files"])
     growth = [
         (
             row["files"],
@@ -227,7 +244,7 @@ def read_tally(output: str) -> TallyData:
         for row in updates
     ]
     final = _final_tally(output, updates)
-    return TallyData(files, growth, final, read_dead_letters(output))
+    return TallyData(files, growth, final, read_dead_letters(output, pending=pending))
 
 
 def job_of(output: str) -> str | None:
