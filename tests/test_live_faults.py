@@ -35,8 +35,8 @@ def traffic(tmp_path, seconds: int = 400):
     return logs
 
 
-def consumer(source: str, out) -> Proc:
-    return Proc("monitor", "--streaming", "--source", source, "--output", str(out))
+def consumer(source: str, out, *args: str) -> Proc:
+    return Proc("monitor", "--streaming", "--source", source, "--output", str(out), *args)
 
 
 def test_garbage_on_the_port_leaves_the_producer_serving(tmp_path):
@@ -105,16 +105,20 @@ def test_a_stalled_consumer_holds_up_nobody_and_finishes_complete(tmp_path):
 def test_a_consumer_killed_and_restarted_reports_everything_once(tmp_path):
     """A consumer killed mid-stream leaves what it had written; one restarted into the same
     folder replaces it with a whole replay: every window and alert once, as in batch."""
-    logs = traffic(tmp_path)
+    logs = traffic(tmp_path, seconds=1500)  # 15 s at speedup 100: killed well before its end
     expected = batch_outputs(logs, tmp_path / "batch")
     out = tmp_path / "live"
     procs: list[Proc] = []
     try:
         producer, source = start_producer("access", "--input", str(logs), "--speedup", "100")
         procs.append(producer)
-        first = consumer(source, out)
+        # Outputs roll every second, so a kill leaves finished files (the roll under way, in
+        # a hidden temporary file, is lost with the run; the restart replays it).
+        first = consumer(source, out, "--roll_seconds", "1")
         procs.append(first)
         first.wait_for_line(r"High traffic generated an alert", timeout=DEADLINE)
+        time.sleep(1.5)
+        assert first.popen.poll() is None  # still running when killed
         first.popen.kill()
         first.wait(timeout=30)
         written = by_start(out)  # whole windows, in event-time order: the first of batch's
