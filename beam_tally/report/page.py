@@ -174,7 +174,7 @@ section.wide { grid-column: 1 / -1; }
 .chart { width: 100%; height: 340px; }
 .chart.tall { height: 420px; }
 .totals { display: flex; flex-wrap: wrap; gap: 10px; }
-.total { flex: 1 1 140px; padding: 8px 12px; border: 1px solid var(--line); border-radius: 6px; }
+.total { flex: 1 1 110px; padding: 8px 12px; border: 1px solid var(--line); border-radius: 6px; }
 .total b { display: block; font-size: 20px; }
 .total span { color: var(--muted); font-size: 12px; }
 table { border-collapse: collapse; width: 100%; font-size: 12px; }
