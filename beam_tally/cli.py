@@ -57,15 +57,15 @@ def version_text() -> str:
 
 def _dispatch(command: str, argv: list[str]) -> int:  # noqa: PLR0911 - a branch per command
     if command == "tally":
-        from beam_tally import tally_pipeline
+        from beam_tally.jobs import tally
 
-        return tally_pipeline.run(argv)
+        return tally.run(argv)
     if command == "monitor":
-        from beam_tally import monitor_pipeline
+        from beam_tally.jobs import monitor
 
-        return monitor_pipeline.run(argv)
+        return monitor.run(argv)
     if command == "produce":
-        from beam_tally import produce
+        from beam_tally.live import produce
 
         return produce.run(argv)
     if command == "report":
@@ -77,12 +77,12 @@ def _dispatch(command: str, argv: list[str]) -> int:  # noqa: PLR0911 - a branch
 
         return engines.run(argv)
     if argv and argv[0] == "access":
-        from beam_tally import generate_access
+        from beam_tally.generate import access
 
-        return generate_access.run(argv[1:])
-    from beam_tally import generate
+        return access.run(argv[1:])
+    from beam_tally.generate import tally as generate_tally
 
-    return generate.run(argv)
+    return generate_tally.run(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

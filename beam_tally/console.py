@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from beam_tally.records import Alert, GlobalTally, TallyEntry, TrafficStats, stats_from_json
-from beam_tally.sources import DAMAGED, LINE_TOO_LONG, TOO_LARGE
+from beam_tally.io.sources import DAMAGED, LINE_TOO_LONG, TOO_LARGE
 from beam_tally.terminal import escape_control
-from beam_tally.timefmt import iso_utc, utc_text
+from transforms.records import Alert, GlobalTally, TallyEntry, TrafficStats, stats_from_json
+from transforms.timefmt import iso_utc, utc_text
 
 UNFINISHED_FILES = (DAMAGED, TOO_LARGE, LINE_TOO_LONG)  # reason codes of files read in part
 

@@ -16,8 +16,8 @@ import re
 import orjson
 
 from beam_tally.console import plural
+from beam_tally.io.sources import FileProblem, read_pieces
 from beam_tally.metrics import counters
-from beam_tally.sources import FileProblem, read_pieces
 from beam_tally.terminal import escape_control
 from transforms import access_log
 from transforms.tally import FILE_DEAD_LETTERS, FILE_RECORDS

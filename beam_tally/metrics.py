@@ -79,12 +79,17 @@ def monitor_outputs(output: str) -> tuple[list[dict], dict | None]:
     return alerts, totals
 
 
-def live_monitor_counters(output: str) -> tuple[dict[str, int], dict[str, int]]:
+def live_monitor_counters(
+    output: str, lines_read: int | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
     """The monitor's summary counters read back from what a live run wrote.
 
     The DirectRunner's streaming mode keeps only each step's first bundle of Beam metrics (its
     state sampler caches the first bundle's metrics container), so a live run's summary counts
-    its own outputs instead: every window, alert and dead letter it reported."""
+    its own outputs instead: every window, alert and dead letter it reported. Lines read are
+    the producer's count, sent with the stream's end (header and blank lines included, as in
+    batch); a run stopped before the end counts the lines it reported (requests and dead
+    letters) instead."""
     totals = {"stats_windows": 0, "records": 0, "alerts": 0, "recoveries": 0}
     for stats in read_output(output, "stats"):
         totals["stats_windows"] += 1
@@ -92,7 +97,8 @@ def live_monitor_counters(output: str) -> tuple[dict[str, int], dict[str, int]]:
     for alert in read_output(output, "alerts"):
         totals["alerts" if alert["kind"] == "alert" else "recoveries"] += 1
     reasons = _dead_letter_counts(output, totals)
-    totals["lines"] = totals["records"] + totals["dead_letters"]
+    reported = totals["records"] + totals["dead_letters"]
+    totals["lines"] = reported if lines_read is None else lines_read
     return totals, reasons
 
 

@@ -18,9 +18,9 @@ from apache_beam.options.pipeline_options import (
 )
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
-from beam_tally.io import matching_files
-from beam_tally.paths import input_pattern
-from beam_tally.sources import DEFAULT_MAX_FILE_BYTES
+from beam_tally.io.files import matching_files
+from beam_tally.io.paths import input_pattern
+from beam_tally.io.sources import DEFAULT_MAX_FILE_BYTES
 
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = [

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from beam_tally.sources import compression_of, match_input
+from beam_tally.io.sources import compression_of, match_input
 
 _display: _Display | None = None  # the open display of this process, if any
 

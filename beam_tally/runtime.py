@@ -13,9 +13,11 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -23,11 +25,12 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_tally.errors import UsageError
-from beam_tally.io_stream import (
+from beam_tally.io.stream import (
     FULL,
     LiveFiles,
     end_marker,
     is_live_part,
+    lines_read,
     stream_refused,
     wait_for_source,
 )
@@ -92,7 +95,7 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
     when the run keeps one worker."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from beam_tally.io import matching_files
+    from beam_tally.io.files import matching_files
     from beam_tally.options import IOOptions
 
     pattern = options.view_as(IOOptions).input
@@ -119,6 +122,18 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
         f"using {workers} worker processes for {sum(sizes) / 2**20:,.0f} MiB in "
         f"{len(sizes):,} files (--direct_num_workers=1 runs one)"
     )
+
+
+def prepare_runner(options, argv: Sequence[str]) -> None:
+    """What a job's run sets up once its options are checked: the engine ``--runner`` names
+    (``engines.configure_runner``) and, for a batch run on the DirectRunner, its worker count
+    (``default_workers``, said on stderr when it is more than one)."""
+    from beam_tally.engines import configure_runner
+
+    configure_runner(options, list(argv))
+    workers = default_workers(options, argv)
+    if workers:
+        print(f"beam-tally: {workers}", file=sys.stderr)
 
 
 def batch_runner(options) -> PipelineRunner | None:
@@ -207,15 +222,25 @@ def run_pipeline(
     return result, time.perf_counter() - started
 
 
+class LiveRun(NamedTuple):
+    """How a live run went: its result, wall time, how it ended, and the lines the producer
+    read (from the stream's end; None for a run stopped before it, or for documents)."""
+
+    result: object
+    seconds: float
+    ended: str
+    lines_read: int | None
+
+
 def run_live(
     options,
     output: str,
     build: Callable,
     names: Sequence[str] = (),
     while_running: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> tuple[object, float, str]:
+) -> LiveRun:
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
-    (SIGTERM too); returns the result, the wall time and how the run ended. The outputs are
+    (SIGTERM too); returns how it went (``LiveRun``). The outputs are
     written as the run goes, so stopping it keeps everything already reported.
     ``while_running()`` is entered as the run starts and left when it is over (the live
     report's refresher)."""
@@ -237,14 +262,16 @@ def run_live(
         raise UsageError(FULL.format(endpoint=stream.source))
     if failure:
         raise failure[0]
+    read = None
     if ended == "the stream ended":
         if not FileSystems.exists(marker):
             raise StreamBroken(
                 f"the stream from {stream.source} broke off before its end (the producer "
                 "stopped or the connection failed): the outputs hold what had arrived"
             )
+        read = lines_read(output)
         _remove(marker)
-    return result, time.perf_counter() - started, ended
+    return LiveRun(result, time.perf_counter() - started, ended, read)
 
 
 def _run_until_stopped(

@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from beam_tally.generate_access import generate_access  # noqa: E402
+from beam_tally.generate.access import generate_access  # noqa: E402
 from beam_tally.report import build_html  # noqa: E402
 from beam_tally.report.browser import chromium, open_report  # noqa: E402
 from beam_tally.report.page import plotly_js  # noqa: E402

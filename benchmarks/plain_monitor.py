@@ -27,7 +27,7 @@ What it shares with the pipeline, and what it does itself:
   ``hits(t) / window`` above ``--threshold`` raises an alert, at or below it an active alert
   recovers. A bounded input is complete before the rule runs, so no line is late (the
   pipeline's batch run evaluates each second after all input too).
-* The JSON lines are those of ``beam_tally.records`` (``stats_json``, ``alert_json``,
+* The JSON lines are those of ``transforms.records`` (``stats_json``, ``alert_json``,
   ``dead_letter_json``), rewritten with orjson for the reason above.
 
 Files are processed in sorted path order. (Unlike the pipeline it does not decompress ``.gz``.)
@@ -216,7 +216,7 @@ class LineParser:
         return host, user, timestamp, self.section(parts[1]), int(status), bytes_
 
 
-# --- JSON lines and console text, as beam_tally.records and beam_tally.console write them --------
+# --- JSON lines and console text, as transforms.records and beam_tally.console write them --------
 def truncate_raw(raw: bytes | str, limit: int = RAW_LIMIT) -> str:
     if isinstance(raw, bytes):
         raw = raw[: limit * 4].decode("utf-8", errors="backslashreplace")

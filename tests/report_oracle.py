@@ -11,8 +11,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from beam_tally.generate import generate_tally
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
 from tests.access_oracle import Request, section, window_stats
 from tests.test_alert_rule import reference_alerts
 

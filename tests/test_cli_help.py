@@ -13,8 +13,9 @@ from importlib import metadata
 import pytest
 
 from beam_tally.cli import main
-from beam_tally.generate import _tally_parser
-from beam_tally.generate_access import _access_parser
+from beam_tally.generate.access import _access_parser
+from beam_tally.generate.tally import _tally_parser
+from beam_tally.live.produce import _parser as produce_parser
 from beam_tally.options import (
     ConsoleOptions,
     IOOptions,
@@ -22,7 +23,6 @@ from beam_tally.options import (
     StreamOptions,
     TallyOptions,
 )
-from beam_tally.produce import _parser as produce_parser
 
 
 def cli(*argv: str, timeout: float = 120, cwd=None) -> subprocess.CompletedProcess:
@@ -167,7 +167,7 @@ def test_the_contract_is_in_the_repository_and_readme_points_only_inside_it():
         assert heading in design
     assert "### The alert rule" in design
     # Every output the jobs write is in the contract.
-    from beam_tally import monitor_pipeline, tally_pipeline
+    from beam_tally.jobs import monitor, tally
 
-    for name in (*tally_pipeline.OUTPUTS, *monitor_pipeline.OUTPUTS):
+    for name in (*tally.OUTPUTS, *monitor.OUTPUTS):
         assert f"`{name}`" in design, name

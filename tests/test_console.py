@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from beam_tally.console import escape_control, format_entries, format_update
-from beam_tally.records import GlobalTally, TallyEntry
+from transforms.records import GlobalTally, TallyEntry
 
 
 def test_escape_control_characters():

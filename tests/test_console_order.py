@@ -16,7 +16,7 @@ import pytest
 
 from beam_tally.cli import main
 from beam_tally.console import plural
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
 from tests.access_oracle import read_requests, window_stats
 from tests.test_alert_rule import reference_alerts
 from tests.test_monitor_cli import shuffle_lines
@@ -170,7 +170,7 @@ def test_plurals():
 
 
 def test_the_tally_console_can_be_quiet_and_refuses_alerts(tmp_path, capsys):
-    from beam_tally.generate import generate_tally
+    from beam_tally.generate.tally import generate_tally
 
     generate_tally(str(tmp_path / "logs"), files=2, logs_per_file=5, emails=3, seed=1)
     pattern = str(tmp_path / "logs" / "*.json")

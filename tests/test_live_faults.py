@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
 from tests.test_streaming_cli import DEADLINE, Proc, batch, read_outputs, start_producer
 
 

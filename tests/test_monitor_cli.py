@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pytest
 
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
 from tests.access_oracle import read_requests, section, ties_at_the_cut, window_stats
 from tests.test_alert_rule import reference_alerts
 

@@ -7,10 +7,10 @@ import os
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_tally.produce import access_poll, tally_poll
-from beam_tally.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
+from beam_tally.live.produce import access_poll, tally_poll
 from tests.conftest import direct_pipeline
 from tests.test_replay import FakeClock
+from transforms.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
 from transforms.tally import DEAD_LETTERS, DOCUMENTS, LOGS, ParseLogDocuments
 from transforms.traffic import RECORDS, ParseAccessLines
 
@@ -166,7 +166,7 @@ def test_a_rotated_file_whose_new_name_matches_the_glob_is_not_read_twice(tmp_pa
 
 
 def test_an_unreadable_followed_file_is_one_dead_letter_until_it_changes(tmp_path, monkeypatch):
-    from beam_tally import produce
+    from beam_tally.live import produce
 
     path = tmp_path / "a.csv"
     path.write_bytes(csv_line(1))

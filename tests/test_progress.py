@@ -16,8 +16,8 @@ import time
 import pytest
 
 from beam_tally import progress
-from beam_tally.generate import generate_tally
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_tally.produce import access_poll
-from beam_tally.replay import (
+from beam_tally.live.produce import access_poll
+from beam_tally.live.replay import (
     POS_INF,
     Elements,
     End,

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
 from beam_tally.report import REPORT, write_report
 from beam_tally.report.charts import traffic_figure
 from beam_tally.report.data import DeadLetters, MonitorData

@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 from beam_tally.cli import main
-from beam_tally.generate import generate_tally
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from beam_tally.cli import main
-from beam_tally.generate import generate_tally
+from beam_tally.generate.tally import generate_tally
 from tests.conftest import independent_tally
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,9 @@ from apache_beam.transforms import window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_tally.records import (
+from tests.conftest import direct_pipeline, streaming_pipeline
+from transforms.parse_logs import reason_code
+from transforms.records import (
     FileTally,
     GlobalTally,
     LogEntry,
@@ -24,8 +26,6 @@ from beam_tally.records import (
     TallyEntry,
     sorted_tally,
 )
-from tests.conftest import direct_pipeline, streaming_pipeline
-from transforms.parse_logs import reason_code
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
@@ -320,7 +320,7 @@ def test_update_global_tally_final_equals_the_sum(files):
 
 
 def test_write_json_lines_writes_every_file_even_when_all_inputs_are_empty(tmp_path):
-    from beam_tally.io import WriteJsonLines
+    from beam_tally.io.files import WriteJsonLines
 
     out = tmp_path / "out"
     out.mkdir()

@@ -13,8 +13,8 @@ import sys
 import orjson
 import pytest
 
-from beam_tally.generate import generate_tally
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
 from tests.access_oracle import read_requests, window_stats
 from tests.conftest import independent_tally
 

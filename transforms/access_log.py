@@ -38,7 +38,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
-from beam_tally.records import AccessRecord
+from transforms.records import AccessRecord
 
 # Reason codes: the text before the first ':' of a BadLine's reason, used as metric names.
 WRONG_FIELD_COUNT = "wrong field count"

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from beam_tally.records import DeadLetter, truncate_raw
 from transforms.log_batch import LogBatch
+from transforms.records import DeadLetter, truncate_raw
 
 # Reason codes: the text before the first ':' of a dead letter's reason, used as metric names.
 MALFORMED_JSON = "malformed JSON"

@@ -21,7 +21,9 @@ from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 
-from beam_tally.records import (
+from transforms.log_batch import LogBatch, LogBatchConverter
+from transforms.parse_logs import document_note, parse_log_document, reason_code
+from transforms.records import (
     STREAM_ERROR_PREFIX,
     DeadLetter,
     FileTally,
@@ -31,8 +33,6 @@ from beam_tally.records import (
     TallyEntry,
     sorted_tally,
 )
-from transforms.log_batch import LogBatch, LogBatchConverter
-from transforms.parse_logs import document_note, parse_log_document, reason_code
 
 METRICS_NAMESPACE = "beam_tally"
 DEAD_LETTER_NAMESPACE = "beam_tally.dead_letters"

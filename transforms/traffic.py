@@ -30,7 +30,10 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_tally.records import (
+from transforms import access_log
+from transforms.alert_rule import ALERT, TrafficAlertRule
+from transforms.list_batches import LineList, RecordList
+from transforms.records import (
     STREAM_ERROR,
     AccessLine,
     AccessRecord,
@@ -39,9 +42,6 @@ from beam_tally.records import (
     TrafficStats,
     truncate_raw,
 )
-from transforms import access_log
-from transforms.alert_rule import ALERT, TrafficAlertRule
-from transforms.list_batches import LineList, RecordList
 from transforms.tally import DEAD_LETTERS, FILE_RECORDS, METRICS_NAMESPACE, count_dead_letter
 
 RECORDS = "records"

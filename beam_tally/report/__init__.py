@@ -143,7 +143,7 @@ class LiveReport:
         return self
 
     def _loop(self) -> None:
-        from beam_tally.io_stream import LiveFiles
+        from beam_tally.io.stream import LiveFiles
 
         seen, wait = None, self.interval
         while not self._stop.wait(wait):

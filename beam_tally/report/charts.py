@@ -21,7 +21,7 @@ from beam_tally.report.data import (
     status_totals,
 )
 from beam_tally.report.page import Section, chart_div, chart_text, text
-from beam_tally.timefmt import utc_text
+from transforms.timefmt import utc_text
 
 TOP = 15  # entries of each whole-run top list
 DEAD_LETTER_ROWS = 100  # dead letters listed in full (all are counted)

@@ -7,7 +7,7 @@ of a finished run, and a live run's page shows exactly what its files hold so fa
 
 A live run renames a part into place only when its roll is over (``--roll_seconds``), so its
 refresher also reads the roll still being written: ``pending`` maps an output's file name
-(``stats.jsonl``) to that roll's temporary path (``io_stream.LiveFiles.open_rolls``), taken
+(``stats.jsonl``) to that roll's temporary path (``io.stream.LiveFiles.open_rolls``), taken
 before the parts are listed, so that no line is read twice (a roll renamed in between is then
 missing: ``FileNotFoundError``, and the refresher tries again).
 """

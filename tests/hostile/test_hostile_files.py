@@ -99,7 +99,7 @@ def test_special_files_under_the_glob_are_dead_letters_and_never_block(tmp_path)
 
 
 def test_an_unlistable_folder_under_the_glob_is_a_dead_letter(tmp_path, monkeypatch):
-    from beam_tally.sources import match_input
+    from beam_tally.io.sources import match_input
 
     (tmp_path / "open").mkdir()
     (tmp_path / "open" / "a.log").write_text("x\n")
@@ -184,7 +184,7 @@ def test_a_corrupt_gzip_tally_document_is_a_damaged_file(tmp_path, capsys):
 
 
 def test_max_file_bytes_makes_a_bomb_a_dead_letter_with_bounded_memory(tmp_path, capsys):
-    from beam_tally.sources import PIECE, FileProblem, read_pieces
+    from beam_tally.io.sources import PIECE, FileProblem, read_pieces
 
     line = b'"10.0.0.1","-","u",1549573860,"GET /a HTTP/1.0",200,1\n'
     bomb = gzip.compress(HEADER.encode() + line * 4_000_000, 9)  # ~220 MB from ~0.6 MB
@@ -220,7 +220,7 @@ def test_max_file_bytes_must_be_positive(tmp_path, capsys):
 
 
 def test_the_producer_reads_compressed_files_as_the_batch_jobs_do(tmp_path):
-    from beam_tally.produce import access_poll
+    from beam_tally.live.produce import access_poll
 
     content = lines_csv(500).encode()
     (tmp_path / "a.csv.gz").write_bytes(gzip.compress(content))
@@ -239,8 +239,8 @@ def test_the_producer_reads_compressed_files_as_the_batch_jobs_do(tmp_path):
 
 
 def test_the_producer_reports_a_truncated_archive_once(tmp_path):
-    from beam_tally.produce import access_poll
-    from beam_tally.records import STREAM_ERROR
+    from beam_tally.live.produce import access_poll
+    from transforms.records import STREAM_ERROR
 
     content = lines_csv(2000).encode()
     packed = gzip.compress(content)
@@ -261,9 +261,9 @@ def test_the_producer_reports_a_truncated_archive_once(tmp_path):
 
 
 def test_the_producer_serves_special_files_as_dead_letters(tmp_path):
-    from beam_tally.produce import access_poll, tally_poll
-    from beam_tally.records import STREAM_ERROR, STREAM_ERROR_PREFIX
+    from beam_tally.live.produce import access_poll, tally_poll
     from tests.test_replay import FakeClock
+    from transforms.records import STREAM_ERROR, STREAM_ERROR_PREFIX
 
     expected = special_files(tmp_path)
     (tmp_path / "good.csv").write_text(lines_csv(3))
@@ -288,7 +288,7 @@ HOSTILE_NAME = "evil\x1b]0;owned\x07\x1b[2J\x9b31m\u202ename.csv"
 
 
 def test_the_producer_escapes_a_followed_file_name(tmp_path, capsys):
-    from beam_tally.produce import access_poll
+    from beam_tally.live.produce import access_poll
 
     path = tmp_path / HOSTILE_NAME
     path.write_text(lines_csv(20))

@@ -14,9 +14,8 @@ from functools import partial
 import apache_beam as beam
 
 from beam_tally import console, input_check, metrics, report
-from beam_tally.engines import configure_runner
-from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker
+from beam_tally.io.files import ReadAccessLogs, WriteJsonLines, WriteToConsole
+from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
     ConsoleOptions,
     IOOptions,
@@ -28,14 +27,14 @@ from beam_tally.options import (
     options_help,
     parse_pipeline_args,
 )
-from beam_tally.records import (
+from beam_tally.runtime import prepare_runner, run_live, run_pipeline
+from transforms.records import (
     alert_from_json,
     alert_json,
     dead_letter_json,
     stats_from_json,
     stats_json,
 )
-from beam_tally.runtime import default_workers, run_live, run_pipeline
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE
 from transforms.traffic import (
     ALERTS,
@@ -179,10 +178,7 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
-    configure_runner(options, argv)
-    workers = default_workers(options, argv)
-    if workers:
-        print(f"beam-tally: {workers}", file=sys.stderr)
+    prepare_runner(options, argv)
     output = options.view_as(IOOptions).output
     shown = options.view_as(ConsoleOptions).console
     opts, source = options.view_as(MonitorOptions), options.view_as(StreamOptions).source
@@ -192,8 +188,10 @@ def run(argv: list[str]) -> int:
     }
     if source:
         refresh = partial(report.refreshing, output, "monitor", params)
-        _, seconds, ended = run_live(options, output, build_monitor_pipeline, OUTPUTS, refresh)
-        totals, reasons = metrics.live_monitor_counters(output)
+        _, seconds, ended, lines = run_live(
+            options, output, build_monitor_pipeline, OUTPUTS, refresh
+        )
+        totals, reasons = metrics.live_monitor_counters(output, lines)
         bad_files = {}  # a live run keeps no per-file metrics (see metrics.live_*)
     else:
         result, seconds = run_pipeline(options, output, build_monitor_pipeline, OUTPUTS)

@@ -26,8 +26,8 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from beam_tally.errors import UsageError
-from beam_tally.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
 from transforms.list_batches import LineList
+from transforms.records import STREAM_END, STREAM_END_DOCUMENT, AccessLine, SourceFile
 
 KINDS = {"access": AccessLine, "tally": SourceFile}
 END_MARKER = ".stream-ended"  # written under --output when the stream's end marker arrives
@@ -143,13 +143,31 @@ def stream_refused(err: BaseException | None) -> bool:
     return isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def end_element(kind: str):
-    """The element a producer sends last, when its replay is complete."""
+def end_element(kind: str, lines: int = 0):
+    """The element a producer sends last, when its replay is complete; an access stream's
+    carries the number of lines the producer read (header and blank lines included)."""
     return (
-        AccessLine("", 0, "", STREAM_END)
+        AccessLine("", lines, "", STREAM_END)
         if kind == "access"
         else SourceFile("", STREAM_END_DOCUMENT)
     )
+
+
+def _is_end(element) -> bool:
+    if isinstance(element, AccessLine):
+        return element.fmt == STREAM_END and not element.source
+    return element == end_element("tally")
+
+
+def lines_read(output: str) -> int | None:
+    """The lines the producer read, from the end marker under ``output`` (None without one:
+    the stream did not end, or the kind carries no count)."""
+    marker = end_marker(output)
+    if not FileSystems.exists(marker):
+        return None
+    with FileSystems.open(marker) as handle:
+        text = handle.read().strip()
+    return int(text) if text else None
 
 
 def end_marker(output: str) -> str:
@@ -161,26 +179,25 @@ class _StreamEndFn(beam.DoFn):
     run can tell a stream that ended from one that broke off)."""
 
     def __init__(self, kind: str, marker: str | None) -> None:
-        self.end = end_element(kind)
         self.marker = marker
 
     def process(self, element):
         if isinstance(element, list):  # a chunk of access lines; the end comes alone
-            if element and element[-1] == self.end:
-                self._ended()
+            if element and _is_end(element[-1]):
+                self._ended(element[-1])
                 element = LineList(element[:-1])
             if element:
                 yield LineList(element)
             return
-        if element == self.end:
-            self._ended()
+        if _is_end(element):
+            self._ended(element)
             return
         yield element
 
-    def _ended(self) -> None:
-        if self.marker:
+    def _ended(self, end) -> None:
+        if self.marker:  # holding the producer's count of lines read, for the summary
             with FileSystems.create(self.marker) as handle:
-                handle.write(b"")
+                handle.write(str(end.line).encode() if isinstance(end, AccessLine) else b"")
 
 
 class ReadStream(beam.PTransform):

@@ -22,8 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_tally import progress
-from beam_tally.records import AccessLine, DeadLetter, SourceFile, truncate_raw
-from beam_tally.sources import (
+from beam_tally.io.sources import (
     DEFAULT_MAX_FILE_BYTES,
     LINE_TOO_LONG,
     UNREADABLE,
@@ -35,6 +34,7 @@ from beam_tally.sources import (
 )
 from transforms import access_log
 from transforms.list_batches import LineList
+from transforms.records import AccessLine, DeadLetter, SourceFile, truncate_raw
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
 MAX_LINE_BYTES = 64 << 20

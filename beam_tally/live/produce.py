@@ -18,9 +18,8 @@ import time
 from concurrent import futures
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
-from beam_tally.paths import input_pattern, watched_folder
-from beam_tally.replay import Elements, End, Session, StreamSettings, SystemClock, Update
-from beam_tally.sources import (
+from beam_tally.io.paths import input_pattern, watched_folder
+from beam_tally.io.sources import (
     DEFAULT_MAX_FILE_BYTES,
     TOO_LARGE,
     FileProblem,
@@ -30,6 +29,7 @@ from beam_tally.sources import (
     open_input,
     read_pieces,
 )
+from beam_tally.live.replay import Elements, End, Session, StreamSettings, SystemClock, Update
 from beam_tally.terminal import escape_control, say
 
 INTRO = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [options]
@@ -154,7 +154,7 @@ class AccessFileReader:
         """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
         reader is finished: at the end of the file in a replay (``final``: an unterminated last
         line is a line too), or, followed, at the end of a file that was deleted."""
-        from beam_tally.io import unreadable
+        from beam_tally.io.files import unreadable
 
         pieces: list[bytes] = []
         try:
@@ -194,14 +194,14 @@ class AccessFileReader:
 
     def _error(self, reason: str):
         """A dead letter for the current line, which could not be sent as data."""
-        from beam_tally.records import STREAM_ERROR, AccessLine
+        from transforms.records import STREAM_ERROR, AccessLine
 
         return AccessLine(self.path, self.line, reason, STREAM_ERROR)
 
     def _lines(self, block: bytes, last: bool) -> list:
-        from beam_tally.io import _file_format
-        from beam_tally.records import AccessLine
+        from beam_tally.io.files import _file_format
         from transforms import access_log
+        from transforms.records import AccessLine
 
         data = self.tail + block
         if self.cr_only is None:  # lines ending with CR alone (classic Mac OS)
@@ -250,7 +250,7 @@ class AccessFileReader:
 
 def _file_error(path: str, reason: str):
     """A dead letter for a whole file (no line number)."""
-    from beam_tally.records import STREAM_ERROR, AccessLine
+    from transforms.records import STREAM_ERROR, AccessLine
 
     return AccessLine(path, 0, reason, STREAM_ERROR)
 
@@ -268,7 +268,7 @@ def access_poll(pattern: str, fmt: str, follow: bool, max_bytes: int = DEFAULT_M
     rotated file whose new name matches too, is read once). Followed, files that appear later
     get a reader too; a file that cannot be opened is one dead letter, tried again only once
     it changes."""
-    from beam_tally.io import unreadable
+    from beam_tally.io.files import unreadable
 
     readers: dict[tuple[int, int], AccessFileReader] = {}
     refused: dict[str, tuple] = {}  # path -> its signature when it could not be opened
@@ -319,9 +319,9 @@ def access_poll(pattern: str, fmt: str, follow: bool, max_bytes: int = DEFAULT_M
 def tally_poll(pattern: str, follow: bool, clock, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
     """Documents oldest first; in follow mode a new file is served once its size and mtime
     have not changed between two polls, and every path only once."""
-    from beam_tally.io import unreadable
-    from beam_tally.io_stream import MAX_ELEMENT_BYTES
-    from beam_tally.records import STREAM_ERROR_PREFIX, SourceFile
+    from beam_tally.io.files import unreadable
+    from beam_tally.io.stream import MAX_ELEMENT_BYTES
+    from transforms.records import STREAM_ERROR_PREFIX, SourceFile
 
     served: set[str] = set()
     last_seen: dict[str, tuple[int, int]] = {}
@@ -377,7 +377,7 @@ class _Service:
     """The gRPC servicer: each ``Events`` call streams a fresh replay."""
 
     def __init__(self, kind: str, make_poll, settings: StreamSettings) -> None:
-        from beam_tally.io_stream import stream_coder
+        from beam_tally.io.stream import stream_coder
 
         self.kind = kind
         self.coder = stream_coder(kind)
@@ -385,7 +385,7 @@ class _Service:
         self.settings = settings
 
     def Events(self, request, context):
-        from beam_tally.io_stream import (
+        from beam_tally.io.stream import (
             elements_events,
             end_element,
             stream_items,
@@ -414,7 +414,7 @@ class _Service:
                 _say(f"consumer left after {served:,} elements")
                 return
             if isinstance(event, End):
-                end = [(session.sent, end_element(self.kind))]
+                end = [(session.sent, end_element(self.kind, served))]
                 yield from elements_events(stream_items(self.kind, end), self.coder, tag)
             elif isinstance(event, Elements):
                 if not served:  # the pacing origin, for latency measurements
@@ -431,8 +431,8 @@ def late_line(ts: float, line, behind: float, max_delay: float):
     """A line more out of order than the reorder budget, as the consumer must see it: a
     ``late`` dead letter. Lines that are not requests (a header, a bad line) stay as they are,
     for the consumer's parser to skip or dead-letter for what they are."""
-    from beam_tally.records import STREAM_ERROR, AccessLine
     from transforms import access_log
+    from transforms.records import STREAM_ERROR, AccessLine
 
     if line.fmt == STREAM_ERROR:
         return line

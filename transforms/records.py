@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 import orjson
 
-from beam_tally.timefmt import iso_utc
+from transforms.timefmt import iso_utc
 
 RAW_LIMIT = 200
 """Dead letters keep at most this many characters of the offending input."""

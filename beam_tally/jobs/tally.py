@@ -14,9 +14,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_tally import console, input_check, metrics, report
-from beam_tally.engines import configure_runner
-from beam_tally.io import ReadLogFiles, WriteJsonLines, WriteToConsole
-from beam_tally.io_stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
+from beam_tally.io.files import ReadLogFiles, WriteJsonLines, WriteToConsole
+from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
 from beam_tally.options import (
     ConsoleOptions,
     IOOptions,
@@ -28,12 +27,12 @@ from beam_tally.options import (
     options_help,
     parse_pipeline_args,
 )
-from beam_tally.records import (
+from beam_tally.runtime import prepare_runner, run_live, run_pipeline
+from transforms.records import (
     dead_letter_json,
     file_tally_json,
     global_tally_json,
 )
-from beam_tally.runtime import default_workers, run_live, run_pipeline
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
@@ -157,15 +156,12 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
-    configure_runner(options, argv)
-    workers = default_workers(options, argv)
-    if workers:
-        print(f"beam-tally: {workers}", file=sys.stderr)
+    prepare_runner(options, argv)
     output, source = options.view_as(IOOptions).output, options.view_as(StreamOptions).source
     params = {"source": source} if source else {"input": options.view_as(IOOptions).input}
     if source:
         refresh = partial(report.refreshing, output, "tally", params)
-        _, seconds, ended = run_live(options, output, build_tally_pipeline, OUTPUTS, refresh)
+        _, seconds, ended, _ = run_live(options, output, build_tally_pipeline, OUTPUTS, refresh)
         totals, reasons, emails = metrics.live_tally_counters(output)
         bad_files = {}  # a live run keeps no per-file metrics (see metrics.live_*)
     else:

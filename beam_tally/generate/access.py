@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
 from beam_tally.terminal import escape_control
-from beam_tally.timefmt import iso_utc
+from transforms.timefmt import iso_utc
 
 FORMATS = ("csv", "clf")
 DEFAULT_START = 1549573860  # 2019-02-07T21:11:00Z, the exercise's first line
