@@ -26,6 +26,7 @@ commands:
   generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
   generate  access --out FILE --format csv|clf --seconds N --rate R [--burst S:D:R ...]
             [--disorder S] [--bad_fraction F] [--seed N]
+  report    DIR [--job monitor|tally] [--threshold R] [--alert_window S]
   engines   install flink|prism|flink-cluster|sdk-worker|all | list
 
 Beam options include --runner=DirectRunner (the default), FlinkRunner or PrismRunner: the
@@ -33,7 +34,7 @@ engine is fetched into a cache on first use ('beam-tally engines --help').
 
 'beam-tally COMMAND --help' describes a command's options."""
 
-COMMANDS = ("tally", "monitor", "produce", "generate", "engines")
+COMMANDS = ("tally", "monitor", "produce", "generate", "report", "engines")
 
 
 def version_text() -> str:
@@ -54,7 +55,7 @@ def version_text() -> str:
     return f"beam-tally {own} (Apache Beam {beam}, Python {python})"
 
 
-def _dispatch(command: str, argv: list[str]) -> int:
+def _dispatch(command: str, argv: list[str]) -> int:  # noqa: PLR0911 - a branch per command
     if command == "tally":
         from beam_tally.jobs import tally
 
@@ -67,6 +68,10 @@ def _dispatch(command: str, argv: list[str]) -> int:
         from beam_tally.live import produce
 
         return produce.run(argv)
+    if command == "report":
+        from beam_tally.report import command as report_command
+
+        return report_command.run(argv)
     if command == "engines":
         from beam_tally import engines
 
@@ -85,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(
-            "beam-tally: say which command to run: tally, monitor, produce, generate or engines "
+            "beam-tally: say which command to run: tally, monitor, produce, generate, report or "
+            "engines "
             "(beam-tally --help)",
             file=sys.stderr,
         )

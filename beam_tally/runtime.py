@@ -236,10 +236,18 @@ class LiveRun(NamedTuple):
     lines_read: int | None
 
 
-def run_live(options, output: str, build: Callable, names: Sequence[str] = ()) -> LiveRun:
+def run_live(
+    options,
+    output: str,
+    build: Callable,
+    names: Sequence[str] = (),
+    while_running: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> LiveRun:
     """Runs a streaming job until its stream ends, ``--stop_after`` seconds pass, or Ctrl-C
     (SIGTERM too); returns how it went (``LiveRun``). The outputs are
-    written as the run goes, so stopping it keeps everything already reported."""
+    written as the run goes, so stopping it keeps everything already reported.
+    ``while_running()`` is entered as the run starts and left when it is over (the live
+    report's refresher)."""
     from beam_tally.options import StreamOptions
 
     stream = options.view_as(StreamOptions)
@@ -251,7 +259,7 @@ def run_live(options, output: str, build: Callable, names: Sequence[str] = ()) -
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
-    with _stream_refusals() as refused:
+    with _stream_refusals() as refused, while_running():
         result = p.run()
         ended, failure = _run_until_stopped(result, stream, output, refused)
     if refused:

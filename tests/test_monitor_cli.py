@@ -76,6 +76,7 @@ def test_monitor_exits_cleanly(monitored):
     assert sorted(os.listdir(out)) == [
         "alerts.jsonl",
         "dead_letters.jsonl",
+        "report.html",
         "stats.jsonl",
         "totals.jsonl",
     ]

@@ -95,6 +95,7 @@ def test_exit_status_and_clean_stderr(run_result):
         "dead_letters.jsonl",
         "global_tally.jsonl",
         "global_tally_final.json",
+        "report.html",
         "tallies.jsonl",
     ]
 

@@ -304,6 +304,17 @@ class LiveFiles:
                     rolling.finish()
 
     @classmethod
+    def open_rolls(cls, directory: str) -> dict[str, str]:
+        """``{output name: temporary path}`` of the rolls of ``directory`` still being written
+        (for the live report, which reads them before they are renamed in)."""
+        with cls._lock:
+            return {
+                name: rolling.path
+                for (folder, name), rolling in cls._files.items()
+                if folder == directory and rolling.handle is not None
+            }
+
+    @classmethod
     def finish(cls, directory: str) -> None:
         """Closes and renames into place every open file of ``directory`` (the run ended)."""
         with cls._lock:

@@ -2,16 +2,18 @@
 
 ReadAccessLogs -> ParseAccessLines -> ComputeTrafficStats (every ``--stats_window`` seconds of
 event time) and DetectHighTraffic (the ``--alert_window`` average against ``--threshold``) ->
-``stats.jsonl``, ``alerts.jsonl``, ``dead_letters.jsonl`` under ``--output``, and the console.
+``stats.jsonl``, ``alerts.jsonl``, ``dead_letters.jsonl`` under ``--output``, and the console;
+then ``report.html`` from those files (``beam_tally.report``).
 """
 
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import apache_beam as beam
 
-from beam_tally import console, input_check, metrics
+from beam_tally import console, input_check, metrics, report
 from beam_tally.io.files import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
@@ -57,7 +59,8 @@ Reads HTTP access logs (the exercise's CSV, or Common/Combined Log Format as ngi
 write it), prints stats for every --stats_window seconds of event time and a high-traffic alert
 when the --alert_window average passes --threshold requests per second, then its recovery, in
 event-time order, and a closing summary with every alert and the whole run's totals. Writes
-stats.jsonl, alerts.jsonl, totals.jsonl and dead_letters.jsonl under DIR.
+stats.jsonl, alerts.jsonl, totals.jsonl and dead_letters.jsonl under DIR, and report.html, their
+charts (a live run rewrites it as it goes, and the open page reloads itself).
 
 Live: --streaming --source HOST:PORT reads what 'beam-tally produce access' serves, prints as
 the watermark passes, and writes stats-*.jsonl, alerts-*.jsonl, totals-*.jsonl and
@@ -178,8 +181,16 @@ def run(argv: list[str]) -> int:
     prepare_runner(options, argv)
     output = options.view_as(IOOptions).output
     shown = options.view_as(ConsoleOptions).console
-    if options.view_as(StreamOptions).source:
-        _, seconds, ended, lines = run_live(options, output, build_monitor_pipeline, OUTPUTS)
+    opts, source = options.view_as(MonitorOptions), options.view_as(StreamOptions).source
+    params = {
+        **{k: getattr(opts, k) for k in ("threshold", "stats_window", "alert_window")},
+        **({"source": source} if source else {"input": options.view_as(IOOptions).input}),
+    }
+    if source:
+        refresh = partial(report.refreshing, output, "monitor", params)
+        _, seconds, ended, lines = run_live(
+            options, output, build_monitor_pipeline, OUTPUTS, refresh
+        )
         totals, reasons = metrics.live_monitor_counters(output, lines)
         bad_files = {}  # a live run keeps no per-file metrics (see metrics.live_*)
     else:
@@ -193,6 +204,7 @@ def run(argv: list[str]) -> int:
     print(
         console.format_monitor_summary(totals, reasons, seconds, output, ended, outputs, bad_files)
     )
+    print(report.report_line(output, "monitor", params))
     if bad_files and not totals.get("records"):  # not one valid line: the wrong input?
         fmt = options.view_as(MonitorOptions).format
         print(f"beam-tally monitor: {input_check.wrong_input('monitor', bad_files, fmt)}",

@@ -2,7 +2,7 @@
 
 ReadLogFiles -> ParseLogDocuments -> TallyPerFile -> UpdateGlobalTally -> sinks:
 ``tallies.jsonl``, ``global_tally.jsonl``, ``global_tally_final.json``, ``dead_letters.jsonl``
-under ``--output``, and the console.
+under ``--output``, and the console; then ``report.html`` from those files (``beam_tally.report``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import partial
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_tally import console, input_check, metrics
+from beam_tally import console, input_check, metrics, report
 from beam_tally.io.files import ReadLogFiles, WriteJsonLines, WriteToConsole
 from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker, per_document_windows
 from beam_tally.options import (
@@ -57,7 +57,8 @@ HELP = f"""usage: beam-tally tally --input GLOB --output DIR [options] [Beam opt
 
 Tallies logs per email in every logs_xx.json file ({{"logs":[{{"id","email","message"}}, ...]}})
 that --input names, and keeps a global tally, printed after each file. Writes tallies.jsonl,
-global_tally.jsonl, global_tally_final.json and dead_letters.jsonl under DIR.
+global_tally.jsonl, global_tally_final.json and dead_letters.jsonl under DIR, and report.html,
+their charts (a live run rewrites it as it goes, and the open page reloads itself).
 
 Live: --streaming --source HOST:PORT reads the documents 'beam-tally produce tally' serves and
 writes tallies-*.jsonl, global_tally-*.jsonl and dead_letters-*.jsonl as it goes (a new file of
@@ -156,9 +157,11 @@ def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
     prepare_runner(options, argv)
-    output = options.view_as(IOOptions).output
-    if options.view_as(StreamOptions).source:
-        _, seconds, ended, _ = run_live(options, output, build_tally_pipeline, OUTPUTS)
+    output, source = options.view_as(IOOptions).output, options.view_as(StreamOptions).source
+    params = {"source": source} if source else {"input": options.view_as(IOOptions).input}
+    if source:
+        refresh = partial(report.refreshing, output, "tally", params)
+        _, seconds, ended, _ = run_live(options, output, build_tally_pipeline, OUTPUTS, refresh)
         totals, reasons, emails = metrics.live_tally_counters(output)
         bad_files = {}  # a live run keeps no per-file metrics (see metrics.live_*)
     else:
@@ -169,6 +172,7 @@ def run(argv: list[str]) -> int:
         ended = None
         bad_files = input_check.bad_files(result)
     print(console.format_tally_summary(totals, reasons, seconds, emails, output, ended, bad_files))
+    print(report.report_line(output, "tally", params))
     if bad_files and not totals.get("logs"):  # not one valid log: the wrong input?
         print(f"beam-tally tally: {input_check.wrong_input('tally', bad_files)}", file=sys.stderr)
         return 1

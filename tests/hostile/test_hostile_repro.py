@@ -91,6 +91,7 @@ def test_output_and_input_with_glob_characters_are_taken_literally(tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == [
         "alerts.jsonl",
         "dead_letters.jsonl",
+        "report.html",
         "stats.jsonl",
         "totals.jsonl",
     ]  # no temporary folder left behind
