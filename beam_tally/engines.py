@@ -88,7 +88,7 @@ def _require(tool: str, what: str) -> str:
 _INSTALL_HINTS = {
     "java": "a JDK 17, e.g. apt-get install openjdk-17-jdk-headless",
     "mvn": "Maven 3, e.g. apt-get install maven",
-    "go": "Go 1.22 or newer, e.g. apt-get install golang-go",
+    "go": "Go 1.26 or newer (Beam's go.mod asks for it), from go.dev or the machine's image",
 }
 
 
@@ -314,7 +314,7 @@ def _unpack_dist(archive: Path, home: Path) -> None:
         for prefix, folder in _DIST_PARTS.items():
             if inner.startswith(prefix) and not inner.endswith("/"):
                 relative = Path(folder) / inner[len(prefix) :]
-                if ".." not in relative.parts:
+                if ".." not in relative.parts and not relative.is_absolute():
                     return home / relative
         return None
 

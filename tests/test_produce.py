@@ -210,3 +210,19 @@ def test_a_second_rotation_over_old_rotated_files_reads_nothing_twice(tmp_path):
     os.rename(path, tmp_path / "access.log.1")
     path.write_bytes(csv_line(3))
     assert first + served_times(poll) == [1, 2, 3]
+
+
+def test_long_lines_never_make_a_stream_message_larger_than_grpc_takes():
+    """Chunks of lines close by size as well as by count: five lines of 1 MiB (the longest a
+    producer sends) and a thousand of 9 kB each travel in messages under gRPC's 4 MiB."""
+    from beam_tally.io.stream import elements_events, stream_coder, stream_items
+    from transforms.records import AccessLine
+
+    coder = stream_coder("access")
+    for count, length in ((5, 1 << 20), (1_000, 9_000)):
+        items = [(float(i), AccessLine("f.log", i + 1, "x" * length, "clf")) for i in range(count)]
+        chunks = stream_items("access", items)
+        assert [line for _, chunk in chunks for line in chunk] == [line for _, line in items]
+        events = list(elements_events(chunks, coder, "tag"))
+        assert max(event.ByteSize() for event in events) < 4 << 20
+        assert all(ts == min(t for t, _ in items if _ in chunk) for ts, chunk in chunks)

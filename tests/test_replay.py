@@ -309,7 +309,8 @@ def test_when_every_followed_reader_is_idle_the_newest_is_reached():
     )
     clock = FakeClock()
     settings_ = StreamSettings(max_delay=5, follow=True, idle_after=2.0)
-    events = follow_until(lambda: next(first, []), settings_, clock, 5)
+    # 10 s: idle after 2 s, then the quiet seconds pass max_delay (5 s) behind the clock
+    events = follow_until(lambda: next(first, []), settings_, clock, 10)
     served = [item for e in events if isinstance(e, Elements) for _, item in e.items]
     expected = [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)] + ["header"]
     assert sorted(served) == sorted(expected)
@@ -379,3 +380,25 @@ def test_in_a_replay_a_reader_without_an_event_time_yet_still_holds_the_watermar
     out, behind = check_stream(events)
     assert marked == [] and behind == []
     assert [item for _, item in out] == ["header", "b50", "b60", "a100"]
+
+
+def test_a_quiet_follow_keeps_the_watermark_max_delay_behind_the_clock():
+    """After the followed files went quiet, a line written late but within --max_delay of the
+    clock is on time; one older than that is late."""
+    clock = FakeClock(start=1_000.0)
+    polls = {1_000.0: [Update("a", [(1_000, "first")])]}
+    later = [(1_007, "within the budget"), (1_001, "beyond it")]
+
+    def poll():
+        now = clock.now()
+        if now >= 1_010 and later:
+            return [Update("a", [later.pop(0)])]
+        return polls.pop(now, [])
+
+    late = []
+    settings_ = StreamSettings(max_delay=5, follow=True, idle_after=2.0)
+    session = Session(poll, settings_, clock, lambda ts, item, behind: late.append(item) or item)
+    for _ in session.events():
+        if clock.now() >= 1_015:
+            break
+    assert late == ["beyond it"]

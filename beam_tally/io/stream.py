@@ -46,6 +46,7 @@ _Event = beam_runner_api_pb2.TestStreamPayload.Event
 # each step's invocation) once per element, so a chunk costs it what one line did. Documents
 # (tally) are large enough to travel one by one.
 LINES_PER_ELEMENT = 512
+CHUNK_BYTES = 1 << 20  # text per chunk at most (plus one line), well under gRPC's 4 MiB
 
 
 def stream_coder(kind: str) -> beam.coders.Coder:
@@ -59,10 +60,17 @@ def stream_items(kind: str, items: list[tuple[float, Any]]) -> list[tuple[float,
     watermark), documents one by one."""
     if kind != "access":
         return items
-    chunks = []
-    for start in range(0, len(items), LINES_PER_ELEMENT):
-        part = items[start : start + LINES_PER_ELEMENT]
-        chunks.append((min(ts for ts, _ in part), LineList(line for _, line in part)))
+    chunks, part, size = [], [], 0
+    for ts, line in items:
+        part.append((ts, line))
+        size += len(line.text) + len(line.source) + 16
+        # a chunk also ends before one message's worth of text: long lines (up to 1 MiB each)
+        # must not make an element larger than gRPC lets the consumer receive
+        if len(part) >= LINES_PER_ELEMENT or size >= CHUNK_BYTES:
+            chunks.append((min(t for t, _ in part), LineList(item for _, item in part)))
+            part, size = [], 0
+    if part:
+        chunks.append((min(t for t, _ in part), LineList(item for _, item in part)))
     return chunks
 
 
@@ -140,7 +148,11 @@ def _check_room(channel, endpoint: str) -> None:
 
 def stream_refused(err: BaseException | None) -> bool:
     """Whether ``err`` is a producer refusing one more consumer (``RESOURCE_EXHAUSTED``)."""
-    return isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return (
+        isinstance(err, grpc.RpcError)
+        and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and "larger than max" not in (err.details() or "")  # an oversized message is no refusal
+    )
 
 
 def end_element(kind: str, lines: int = 0):

@@ -317,9 +317,10 @@ class Session:
 
     def _quiet_watermark(self, watermark: float) -> float:
         """Followed files that all went quiet are caught up at the newest line; from then on
-        event time keeps passing with the clock (times ``speedup``): silence in a followed log
-        is time without traffic, so the windows after the newest line close and the alert rule
-        sees the quiet seconds, instead of the stream stopping at the newest second."""
+        event time keeps passing with the clock (times ``speedup``), ``max_delay`` behind it:
+        silence in a followed log is time without traffic, so the windows after the newest line
+        close and the alert rule sees the quiet seconds, instead of the stream stopping at the
+        newest second."""
         if not self.merger.caught_up or watermark in (NEG_INF, POS_INF):
             self.quiet_since = None
             return watermark
@@ -327,7 +328,9 @@ class Session:
             self.quiet_since = (self.clock.now(), watermark)
         since, caught_up_at = self.quiet_since
         passed = (self.clock.now() - since) * (self.settings.speedup or 1.0)
-        self.merger.watermark = max(watermark, caught_up_at + passed)
+        # still max_delay behind: a line written late within its budget is not made late
+        behind = max(0.0, passed - self.settings.max_delay)
+        self.merger.watermark = max(watermark, caught_up_at + behind)
         return self.merger.watermark
 
     def _late(self, ts: float, item: Any, behind: float) -> tuple[float, Any]:
