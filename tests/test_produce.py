@@ -219,8 +219,10 @@ def test_long_lines_never_make_a_stream_message_larger_than_grpc_takes():
     from transforms.records import AccessLine
 
     coder = stream_coder("access")
-    for count, length in ((5, 1 << 20), (1_000, 9_000)):
-        items = [(float(i), AccessLine("f.log", i + 1, "x" * length, "clf")) for i in range(count)]
+    # (lines, characters a line, the character): 1 MiB lines, 9 kB lines, and 1 MiB lines of
+    # three-byte characters (a chunk is measured in characters)
+    for count, length, char in ((5, 1 << 20, "x"), (1_000, 9_000, "x"), (8, 349_525, "語")):
+        items = [(float(i), AccessLine("f.log", i + 1, char * length, "clf")) for i in range(count)]
         chunks = stream_items("access", items)
         assert [line for _, chunk in chunks for line in chunk] == [line for _, line in items]
         events = list(elements_events(chunks, coder, "tag"))

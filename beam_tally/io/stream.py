@@ -46,7 +46,7 @@ _Event = beam_runner_api_pb2.TestStreamPayload.Event
 # each step's invocation) once per element, so a chunk costs it what one line did. Documents
 # (tally) are large enough to travel one by one.
 LINES_PER_ELEMENT = 512
-CHUNK_BYTES = 1 << 20  # text per chunk at most (plus one line), well under gRPC's 4 MiB
+CHUNK_BYTES = 512 << 10  # characters per chunk at most (plus one line): under 3 MiB encoded
 
 
 def stream_coder(kind: str) -> beam.coders.Coder:
