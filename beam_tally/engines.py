@@ -171,11 +171,23 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 
 
+def engine_path(engine: str) -> Path:
+    """Where ``engine`` (one of ``ENGINES``) lives in the cache, fetched or not."""
+    root, beam, flink = cache_root(), FLINK_JOB_SERVER_BEAM, FLINK_VERSION
+    return {
+        "flink": root
+        / f"flink-job-server-{beam}-flink-{flink}"
+        / f"beam-runners-flink-{flink}-job-server-{beam}.jar",
+        "prism": root / f"prism-{beam_version()}" / "prism",
+        "flink-cluster": root / f"flink-{FLINK_DIST_VERSION}",
+        "sdk-worker": root / f"sdk-worker-boot-{beam_version()}" / "sdk-worker-boot",
+    }[engine]
+
+
 def flink_job_server() -> Path:
     """The job server's launcher jar (``java -jar`` runs it, as Beam's FlinkRunner does)."""
-    name = f"flink-job-server-{FLINK_JOB_SERVER_BEAM}-flink-{FLINK_VERSION}"
-    home = cache_root() / name
-    jar = home / f"beam-runners-flink-{FLINK_VERSION}-job-server-{FLINK_JOB_SERVER_BEAM}.jar"
+    jar = engine_path("flink")
+    home = jar.parent
     if jar.exists():
         return jar
     _require("java", "--runner=FlinkRunner")
@@ -226,9 +238,9 @@ def _manifest_line(line: str) -> str:
 # Go-built engines: Prism and the SDK worker's boot program ---------------------------------
 
 
-def _go_binary(package: str, binary: str, name: str, what: str, needed_for: str) -> Path:
-    home = cache_root() / f"{name}-{beam_version()}"
-    path = home / name
+def _go_binary(engine: str, package: str, binary: str, what: str, needed_for: str) -> Path:
+    path = engine_path(engine)
+    home, name = path.parent, path.name
     if path.exists():
         return path
     go = _require("go", needed_for)
@@ -248,13 +260,13 @@ def _go_binary(package: str, binary: str, name: str, what: str, needed_for: str)
 
 def prism() -> Path:
     return _go_binary(
-        "go/cmd/prism", "prism", "prism", "Beam's Prism runner", "--runner=PrismRunner"
+        "prism", "go/cmd/prism", "prism", "Beam's Prism runner", "--runner=PrismRunner"
     )
 
 
 def sdk_worker_boot() -> Path:
     return _go_binary(
-        "python/container", "container", "sdk-worker-boot", "Beam's Python worker boot", "a worker"
+        "sdk-worker", "python/container", "container", "Beam's Python worker boot", "a worker"
     )
 
 
@@ -272,7 +284,7 @@ _DIST_PARTS = {  # folder of the archive -> folder of FLINK_HOME
 
 def flink_dist() -> Path:
     """FLINK_HOME of a Flink distribution at the job server's Flink version, from PyPI."""
-    home = cache_root() / f"flink-{FLINK_DIST_VERSION}"
+    home = engine_path("flink-cluster")
     if home.exists():
         return home
     _require("java", "a Flink cluster")
@@ -434,19 +446,6 @@ what it needs by itself on first use; this does it ahead of time.
 'list' prints each engine with its path, or 'not fetched'."""
 
 
-def _cached(engine: str) -> Path | None:
-    root = cache_root()
-    paths = {
-        "flink": root
-        / f"flink-job-server-{FLINK_JOB_SERVER_BEAM}-flink-{FLINK_VERSION}"
-        / f"beam-runners-flink-{FLINK_VERSION}-job-server-{FLINK_JOB_SERVER_BEAM}.jar",
-        "prism": root / f"prism-{beam_version()}" / "prism",
-        "flink-cluster": root / f"flink-{FLINK_DIST_VERSION}",
-        "sdk-worker": root / f"sdk-worker-boot-{beam_version()}" / "sdk-worker-boot",
-    }
-    return paths[engine] if paths[engine].exists() else None
-
-
 def run(argv: list[str]) -> int:
     parser = UsageParser(prog="beam-tally engines", allow_abbrev=False, add_help=False)
     parser.add_argument("action", choices=["install", "list"])
@@ -458,8 +457,8 @@ def run(argv: list[str]) -> int:
         if args.engine:
             raise UsageError("'engines list' takes no engine name")
         for engine in ENGINES:
-            path = _cached(engine)
-            print(f"{engine:14} {path if path else 'not fetched'}")
+            path = engine_path(engine)
+            print(f"{engine:14} {path if path.exists() else 'not fetched'}")
         return 0
     if not args.engine:
         raise UsageError(
