@@ -100,11 +100,7 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
     from beam_tally.options import IOOptions
 
     pattern = options.view_as(IOOptions).input
-    standard = options.view_as(StandardOptions)
-    if not pattern:
-        return None
-    runner = standard.runner if isinstance(standard.runner, str) else ""
-    if standard.streaming or runner.rsplit(".", 1)[-1].lower() not in ("direct", "directrunner"):
+    if not pattern or not _direct_batch(options):
         return None
     if any(arg.startswith("--direct_num_workers") for arg in argv):
         return None
@@ -140,6 +136,13 @@ def prepare_runner(options, argv: Sequence[str]) -> None:
         print(f"beam-tally: {workers}", file=sys.stderr)
 
 
+def _direct_batch(options) -> bool:
+    """A batch run that ``--runner`` gives to the DirectRunner, by name (dotted or not)."""
+    standard = options.view_as(StandardOptions)
+    name = standard.runner if isinstance(standard.runner, str) else ""
+    return not standard.streaming and name.rsplit(".", 1)[-1].lower() in ("direct", "directrunner")
+
+
 def batch_runner(options) -> PipelineRunner | None:
     """The runner of a batch run: for ``--runner=DirectRunner`` its batch engine, the
     FnApiRunner, directly; None (the runner ``--runner`` names) otherwise.
@@ -150,9 +153,7 @@ def batch_runner(options) -> PipelineRunner | None:
     (no TestStream, no real-time timers), so this is the engine the DirectRunner would pick,
     set up as it does, without the detour. Streaming keeps the DirectRunner's own choice.
     """
-    standard = options.view_as(StandardOptions)
-    name = standard.runner if isinstance(standard.runner, str) else ""
-    if standard.streaming or name.rsplit(".", 1)[-1].lower() not in ("direct", "directrunner"):
+    if not _direct_batch(options):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -177,25 +178,39 @@ class _QuietTeardown(logging.Filter):
 
 
 @contextlib.contextmanager
+def _caught_thread_errors(caught: Callable[[BaseException | None], bool]):
+    """While the block runs, an exception that ends a thread and that ``caught`` picks is
+    collected into the list yielded, instead of printing as that thread's traceback; every
+    other one goes to the previous hook."""
+    errors: list[BaseException] = []
+    previous = threading.excepthook
+
+    def hook(args):
+        if caught(args.exc_value):
+            errors.append(args.exc_value)
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield errors
+    finally:
+        threading.excepthook = previous
+
+
+@contextlib.contextmanager
 def quiet_harness_teardown():
     """While a job runs on a portable engine with the SDK harness in this process (LOOPBACK),
     the harness's threads print a traceback each time the engine cancels their streams, which
     is the normal end of a stage there, not a failure (the job's state says whether it
     failed). Those cancellations are kept off the terminal; every other error still shows."""
-    previous_hook = threading.excepthook
-
-    def hook(args):
-        if not _teardown_cancel(args.exc_value):
-            previous_hook(args)
-
     quiet = _QuietTeardown()
     data_plane = logging.getLogger("apache_beam.runners.worker.data_plane")
-    threading.excepthook = hook
     data_plane.addFilter(quiet)
     try:
-        yield
+        with _caught_thread_errors(_teardown_cancel):
+            yield
     finally:
-        threading.excepthook = previous_hook
         data_plane.removeFilter(quiet)
 
 
@@ -259,7 +274,9 @@ def run_live(
     started = time.perf_counter()
     p = beam.Pipeline(options=options)
     build(p, options)
-    with _stream_refusals() as refused, while_running():
+    # Beam's stream reader runs in a thread of its own: a producer that refuses this consumer
+    # (full since wait_for_source checked) is collected, for the run to report in one line.
+    with _caught_thread_errors(stream_refused) as refused, while_running():
         result = p.run()
         ended, failure = _run_until_stopped(result, stream, output, refused)
     if refused:
@@ -326,27 +343,6 @@ def _run_until_stopped(
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     return ended, failure
-
-
-@contextlib.contextmanager
-def _stream_refusals():
-    """Beam's stream reader runs in a thread of its own: a producer that refuses this consumer
-    (full since ``wait_for_source`` checked) is collected here, for the run to report in one
-    line, instead of printing as that thread's traceback."""
-    refused: list[BaseException] = []
-    previous = threading.excepthook
-
-    def hook(args):
-        if stream_refused(args.exc_value):
-            refused.append(args.exc_value)
-        else:
-            previous(args)
-
-    threading.excepthook = hook
-    try:
-        yield refused
-    finally:
-        threading.excepthook = previous
 
 
 class StreamBroken(Exception):
