@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main jobs on the embedded default (DirectRunner) over generated sample files: the tally
-# job, then the access-log monitor. Extra arguments go to `beam-tally tally`,
-# e.g. ./run_local.sh --print_limit 5
+# job, then the access-log monitor; each leaves report.html beside its outputs. Extra arguments
+# go to `beam-tally tally`, e.g. ./run_local.sh --print_limit 5
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")" && pwd)"
 source "$ROOT/scripts/ensure_venv.sh"
@@ -20,6 +20,10 @@ if [ ! -f "$ACCESS" ]; then
     --burst 200:150:25 --disorder 20 --bad_fraction 0.01 --seed 1
 fi
 echo
-echo "== beam-tally monitor: 10-second stats, then the high-traffic alerts =="
-exec "$VENV/bin/beam-tally" monitor --input "$ACCESS" --output "$ROOT/output/monitor" \
+echo "== beam-tally monitor: 10-second stats and the high-traffic alerts in event-time order, then the summary =="
+"$VENV/bin/beam-tally" monitor --input "$ACCESS" --output "$ROOT/output/monitor" \
   --runner=DirectRunner
+echo
+echo "== reports: open them in a browser (one file each, no network needed) =="
+echo "  tally:   $ROOT/output/tally/report.html"
+echo "  monitor: $ROOT/output/monitor/report.html"

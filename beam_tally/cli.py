@@ -14,6 +14,7 @@ from beam_tally.errors import FetchError, HelpRequested, UsageError
 from beam_tally.terminal import escape_control
 
 USAGE = """usage: beam-tally COMMAND [options]
+       beam-tally --version
 
 commands:
   tally     --input GLOB --output DIR [--print_limit 20] [Beam options]
@@ -25,6 +26,7 @@ commands:
   generate  tally --out DIR [--files N --logs_per_file M --emails K --bad_fraction F --seed S]
   generate  access --out FILE --format csv|clf --seconds N --rate R [--burst S:D:R ...]
             [--disorder S] [--bad_fraction F] [--seed N]
+  report    DIR [--job monitor|tally] [--threshold R] [--alert_window S]
   engines   install flink|prism|flink-cluster|sdk-worker|kafka|kafka-io|all | list
 
 Beam options include --runner=DirectRunner (the default), FlinkRunner or PrismRunner: the
@@ -32,33 +34,55 @@ engine is fetched into a cache on first use ('beam-tally engines --help').
 
 'beam-tally COMMAND --help' describes a command's options."""
 
-COMMANDS = ("tally", "monitor", "produce", "generate", "engines")
+COMMANDS = ("tally", "monitor", "produce", "generate", "report", "engines")
 
 
-def _dispatch(command: str, argv: list[str]) -> int:
+def version_text() -> str:
+    """``beam-tally X.Y.Z (Apache Beam A.B.C, Python P)``, from the installed distributions."""
+    from importlib import metadata
+
+    from beam_tally import __version__
+
+    try:
+        own = metadata.version("beam-tally")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        own = __version__
+    try:
+        beam = metadata.version("apache-beam")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a dependency
+        beam = "not installed"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"beam-tally {own} (Apache Beam {beam}, Python {python})"
+
+
+def _dispatch(command: str, argv: list[str]) -> int:  # noqa: PLR0911 - a branch per command
     if command == "tally":
-        from beam_tally import tally_pipeline
+        from beam_tally.jobs import tally
 
-        return tally_pipeline.run(argv)
+        return tally.run(argv)
     if command == "monitor":
-        from beam_tally import monitor_pipeline
+        from beam_tally.jobs import monitor
 
-        return monitor_pipeline.run(argv)
+        return monitor.run(argv)
     if command == "produce":
-        from beam_tally import produce
+        from beam_tally.live import produce
 
         return produce.run(argv)
+    if command == "report":
+        from beam_tally.report import command as report_command
+
+        return report_command.run(argv)
     if command == "engines":
         from beam_tally import engines
 
         return engines.run(argv)
     if argv and argv[0] == "access":
-        from beam_tally import generate_access
+        from beam_tally.generate import access
 
-        return generate_access.run(argv[1:])
-    from beam_tally import generate
+        return access.run(argv[1:])
+    from beam_tally.generate import tally as generate_tally
 
-    return generate.run(argv)
+    return generate_tally.run(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,13 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(
-            "beam-tally: say which command to run: tally, monitor, produce, generate or engines "
+            "beam-tally: say which command to run: tally, monitor, produce, generate, report or "
+            "engines "
             "(beam-tally --help)",
             file=sys.stderr,
         )
         return 2
     if argv[0] in ("-h", "--help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(version_text())
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -98,7 +98,7 @@ def _require(tool: str, what: str) -> str:
 _INSTALL_HINTS = {
     "java": "a JDK 17, e.g. apt-get install openjdk-17-jdk-headless",
     "mvn": "Maven 3, e.g. apt-get install maven",
-    "go": "Go 1.22 or newer, e.g. apt-get install golang-go",
+    "go": "Go 1.26 or newer (Beam's go.mod asks for it), from go.dev or the machine's image",
     "javac": "a JDK 17 (not only a JRE), e.g. apt-get install openjdk-17-jdk-headless",
 }
 
@@ -214,11 +214,25 @@ def _maven_jars(mvn: str, tmp: Path, name: str, dependencies: list[str], what: s
 JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 
 
+def engine_path(engine: str) -> Path:
+    """Where ``engine`` (one of ``ENGINES``) lives in the cache, fetched or not."""
+    root, beam, flink = cache_root(), FLINK_JOB_SERVER_BEAM, FLINK_VERSION
+    return {
+        "flink": root
+        / f"flink-job-server-{beam}-flink-{flink}"
+        / f"beam-runners-flink-{flink}-job-server-{beam}.jar",
+        "prism": root / f"prism-{beam_version()}" / "prism",
+        "flink-cluster": root / f"flink-{FLINK_DIST_VERSION}",
+        "sdk-worker": root / f"sdk-worker-boot-{beam_version()}" / "sdk-worker-boot",
+        "kafka": root / f"kafka-{KAFKA_VERSION}",
+        "kafka-io": root / f"kafka-io-{beam}",
+    }[engine]
+
+
 def flink_job_server() -> Path:
     """The job server's launcher jar (``java -jar`` runs it, as Beam's FlinkRunner does)."""
-    name = f"flink-job-server-{FLINK_JOB_SERVER_BEAM}-flink-{FLINK_VERSION}"
-    home = cache_root() / name
-    jar = home / f"beam-runners-flink-{FLINK_VERSION}-job-server-{FLINK_JOB_SERVER_BEAM}.jar"
+    jar = engine_path("flink")
+    home = jar.parent
     if jar.exists():
         return jar
     _require("java", "--runner=FlinkRunner")
@@ -240,7 +254,7 @@ def flink_job_server() -> Path:
 def kafka_broker() -> Path:
     """The folder whose ``lib/`` holds Kafka's broker and tools (``scripts/kafka.sh`` runs
     ``kafka.Kafka`` from it)."""
-    home = cache_root() / f"kafka-{KAFKA_VERSION}"
+    home = engine_path("kafka")
     if home.exists():
         return home
     _require("java", "a Kafka broker")
@@ -258,15 +272,12 @@ def kafka_broker() -> Path:
     return home
 
 
-KAFKA_IO_HOME = f"kafka-io-{FLINK_JOB_SERVER_BEAM}"
-
-
 def kafka_io() -> Path:
     """The folder of Beam's Java KafkaIO at the job server's Beam version: ``lib/``,
     ``expansion-service.jar`` (``java -jar expansion-service.jar PORT`` serves the
     cross-language Kafka transforms) and ``flink-job-server.jar`` (the Flink job server with
     KafkaIO on its class path, to run them in the ``EMBEDDED`` environment)."""
-    home = cache_root() / KAFKA_IO_HOME
+    home = engine_path("kafka-io")
     if home.exists():
         return home
     server = flink_job_server()
@@ -307,11 +318,11 @@ _REGISTRAR = "org.apache.beam.sdk.expansion.ExternalTransformRegistrar"
 
 
 def _build_event_time_read(lib: Path) -> None:
-    """Compiles ``beam_tally/EventTimeKafkaRead.java`` (KafkaIO's read with a
+    """Compiles ``beam_tally/io/EventTimeKafkaRead.java`` (KafkaIO's read with a
     producer-driven watermark, see its comment) against ``lib`` into ``lib``'s jar of it, with
     the service entry that makes the expansion service find it."""
     javac = _require("javac", "building beam-tally's Kafka read")
-    source = Path(__file__).resolve().parent / _EVENT_TIME_READ
+    source = Path(__file__).resolve().parent / "io" / _EVENT_TIME_READ
     classes = lib.parent / "classes"
     _client(
         [javac, "-nowarn", "-d", str(classes), "-cp", str(lib / "*"), str(source)],
@@ -358,9 +369,9 @@ def _manifest_line(line: str) -> str:
 # Go-built engines: Prism and the SDK worker's boot program ---------------------------------
 
 
-def _go_binary(package: str, binary: str, name: str, what: str, needed_for: str) -> Path:
-    home = cache_root() / f"{name}-{beam_version()}"
-    path = home / name
+def _go_binary(engine: str, package: str, binary: str, what: str, needed_for: str) -> Path:
+    path = engine_path(engine)
+    home, name = path.parent, path.name
     if path.exists():
         return path
     go = _require("go", needed_for)
@@ -380,13 +391,13 @@ def _go_binary(package: str, binary: str, name: str, what: str, needed_for: str)
 
 def prism() -> Path:
     return _go_binary(
-        "go/cmd/prism", "prism", "prism", "Beam's Prism runner", "--runner=PrismRunner"
+        "prism", "go/cmd/prism", "prism", "Beam's Prism runner", "--runner=PrismRunner"
     )
 
 
 def sdk_worker_boot() -> Path:
     return _go_binary(
-        "python/container", "container", "sdk-worker-boot", "Beam's Python worker boot", "a worker"
+        "sdk-worker", "python/container", "container", "Beam's Python worker boot", "a worker"
     )
 
 
@@ -404,7 +415,7 @@ _DIST_PARTS = {  # folder of the archive -> folder of FLINK_HOME
 
 def flink_dist() -> Path:
     """FLINK_HOME of a Flink distribution at the job server's Flink version, from PyPI."""
-    home = cache_root() / f"flink-{FLINK_DIST_VERSION}"
+    home = engine_path("flink-cluster")
     if home.exists():
         return home
     _require("java", "a Flink cluster")
@@ -446,7 +457,7 @@ def _unpack_dist(archive: Path, home: Path) -> None:
         for prefix, folder in _DIST_PARTS.items():
             if inner.startswith(prefix) and not inner.endswith("/"):
                 relative = Path(folder) / inner[len(prefix) :]
-                if ".." not in relative.parts:
+                if ".." not in relative.parts and not relative.is_absolute():
                     return home / relative
         return None
 
@@ -577,21 +588,6 @@ what it needs by itself on first use; this does it ahead of time.
 'list' prints each engine with its path, or 'not fetched'."""
 
 
-def _cached(engine: str) -> Path | None:
-    root = cache_root()
-    paths = {
-        "flink": root
-        / f"flink-job-server-{FLINK_JOB_SERVER_BEAM}-flink-{FLINK_VERSION}"
-        / f"beam-runners-flink-{FLINK_VERSION}-job-server-{FLINK_JOB_SERVER_BEAM}.jar",
-        "prism": root / f"prism-{beam_version()}" / "prism",
-        "flink-cluster": root / f"flink-{FLINK_DIST_VERSION}",
-        "sdk-worker": root / f"sdk-worker-boot-{beam_version()}" / "sdk-worker-boot",
-        "kafka": root / f"kafka-{KAFKA_VERSION}",
-        "kafka-io": root / KAFKA_IO_HOME,
-    }
-    return paths[engine] if paths[engine].exists() else None
-
-
 def run(argv: list[str]) -> int:
     parser = UsageParser(prog="beam-tally engines", allow_abbrev=False, add_help=False)
     parser.add_argument("action", choices=["install", "list"])
@@ -603,8 +599,8 @@ def run(argv: list[str]) -> int:
         if args.engine:
             raise UsageError("'engines list' takes no engine name")
         for engine in ENGINES:
-            path = _cached(engine)
-            print(f"{engine:14} {path if path else 'not fetched'}")
+            path = engine_path(engine)
+            print(f"{engine:14} {path if path.exists() else 'not fetched'}")
         return 0
     if not args.engine:
         raise UsageError(

@@ -12,7 +12,7 @@ import apache_beam as beam
 from beam_tally import console, metrics
 from beam_tally.engines import configure_runner
 from beam_tally.io import ReadAccessLogs, WriteJsonLines, WriteToConsole
-from beam_tally.io_kafka import WriteJsonLinesOnce, is_kafka
+from beam_tally.io.kafka import WriteJsonLinesOnce, is_kafka
 from beam_tally.io_stream import WriteJsonLinesLive, end_marker, live_source
 from beam_tally.options import (
     IOOptions,

@@ -17,13 +17,14 @@ from apache_beam.options.pipeline_options import (
     _BeamArgumentParser,
 )
 
-from beam_tally.errors import HelpRequested, UsageError, UsageParser
-from beam_tally.io import matching_files
-from beam_tally.paths import input_pattern
-from beam_tally.sources import DEFAULT_MAX_FILE_BYTES
+from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
+from beam_tally.io.files import matching_files
+from beam_tally.io.paths import input_pattern
+from beam_tally.io.sources import DEFAULT_MAX_FILE_BYTES
 
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = [
+    "ConsoleOptions",
     "FlinkCheckpointOptions",
     "IOOptions",
     "MonitorOptions",
@@ -37,14 +38,21 @@ __all__ = [
 class IOOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="Input files: a path or a glob (quote it).")
-        parser.add_argument("--output", help="Directory for the output files.")
+        parser.add_argument(
+            "--input",
+            metavar="GLOB",
+            help="files to read: a file, a folder (its files) or a glob (quote it)",
+        )
+        parser.add_argument(
+            "--output", metavar="DIR", help="folder for the output files (created if missing)"
+        )
         parser.add_argument(
             "--max_file_bytes",
             type=int,
             default=DEFAULT_MAX_FILE_BYTES,
-            help="Bytes of content (decompressed) read from one file at most; the rest of a "
-            "larger file is a dead letter (default 1 GiB).",
+            metavar="N",
+            help="bytes of content (decompressed) read from one file at most; the rest of a "
+            "larger file is a dead letter (default: 1 GiB)",
         )
 
 
@@ -55,7 +63,8 @@ class TallyOptions(PipelineOptions):
             "--print_limit",
             type=int,
             default=20,
-            help="Entries of each tally printed on the console (default 20).",
+            metavar="N",
+            help="entries of each tally printed on the console",
         )
 
 
@@ -66,17 +75,65 @@ class MonitorOptions(PipelineOptions):
             "--format",
             default="auto",
             choices=["auto", "csv", "clf"],
-            help="Access-log format; auto tells CSV and Common/Combined Log Format apart.",
+            help="access-log format: csv (the exercise's), clf (Common/Combined Log Format), or "
+            "auto to tell them apart per file",
         )
         parser.add_argument(
-            "--threshold", type=float, default=10.0, help="Alert above this many requests/s."
+            "--threshold",
+            type=float,
+            default=10.0,
+            metavar="R",
+            help="alert when the --alert_window average is above R requests per second",
         )
-        parser.add_argument("--stats_window", type=int, default=10, help="Stats every N s.")
-        parser.add_argument("--alert_window", type=int, default=120, help="Alert average span.")
         parser.add_argument(
-            "--max_delay", type=int, default=5, help="Watermark delay behind the newest line."
+            "--stats_window",
+            type=int,
+            default=10,
+            metavar="S",
+            help="seconds of event time per stats block",
         )
-        parser.add_argument("--top", type=int, default=5, help="Entries of each top list.")
+        parser.add_argument(
+            "--alert_window",
+            type=int,
+            default=120,
+            metavar="S",
+            help="seconds of event time the alert's average spans",
+        )
+        parser.add_argument(
+            "--max_delay",
+            type=int,
+            default=5,
+            metavar="S",
+            help="seconds the alert evaluation trails the newest line (lines later than that "
+            "are 'late' dead letters in a live run)",
+        )
+        parser.add_argument(
+            "--top", type=int, default=5, metavar="N", help="entries of each top list"
+        )
+
+
+CONSOLE_CHOICES = ("all", "alerts", "summary")
+PROGRESS_CHOICES = ("auto", "on", "off")
+
+
+class ConsoleOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--console",
+            default="all",
+            choices=CONSOLE_CHOICES,
+            help="what the console shows besides the closing summary: all (every stats block "
+            "or tally update, and the alerts), alerts (the alert and recovery lines only), "
+            "summary (nothing else)",
+        )
+        parser.add_argument(
+            "--progress",
+            default="auto",
+            choices=PROGRESS_CHOICES,
+            help="a progress line on stderr during a batch run (files and bytes read, "
+            "lines per second): auto shows it when stdout and stderr are terminals",
+        )
 
 
 class StreamOptions(PipelineOptions):
@@ -84,22 +141,35 @@ class StreamOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--source",
-            help="HOST:PORT of a 'beam-tally produce' stream, or kafka://HOST:PORT/TOPIC of a "
-            "Kafka topic, to read instead of --input (with --streaming).",
+            metavar="HOST:PORT|kafka://HOST:PORT/TOPIC",
+            help="a 'beam-tally produce' stream (HOST:PORT), or a Kafka topic "
+            "(kafka://HOST:PORT/TOPIC), to read instead of --input (with --streaming)",
         )
         parser.add_argument(
             "--consumer_group",
-            help="Kafka consumer group of a kafka:// --source (default beam-tally-JOB): its "
-            "offsets are committed at each Flink checkpoint.",
+            metavar="G",
+            help="Kafka consumer group of a kafka:// --source (default beam-tally-JOB); its "
+            "offsets are committed at each Flink checkpoint",
         )
         parser.add_argument(
-            "--stop_after", type=float, help="End a streaming run after this many seconds."
+            "--stop_after",
+            type=float,
+            metavar="S",
+            help="end a live run after S seconds (default: when the stream ends)",
         )
         parser.add_argument(
             "--connect_timeout",
             type=float,
             default=30.0,
-            help="Seconds to wait for the --source producer to answer (default 30).",
+            metavar="S",
+            help="seconds a live run waits for the --source producer to answer",
+        )
+        parser.add_argument(
+            "--roll_seconds",
+            type=float,
+            default=60.0,
+            metavar="S",
+            help="a live run starts a new file of each output every S seconds of wall time",
         )
 
 
@@ -154,6 +224,15 @@ def _all_options_parser() -> _StrictParser:
     return parser
 
 
+def options_help(title: str, *classes: tuple[type[PipelineOptions], str]) -> str:
+    """The flags of each ``(options class, heading)``, under its heading, with meaning and
+    default, for a job's ``--help``."""
+    parser = _StrictParser(prog=title, allow_abbrev=False, add_help=False)
+    for cls, heading in classes:
+        cls._add_argparse_args(parser.add_argument_group(heading))
+    return flags_help(parser)
+
+
 def parse_pipeline_args(argv: list[str], help_text: str) -> PipelineOptions:
     """Parse ``argv`` into ``PipelineOptions``; unknown flags and stray words are usage errors.
 
@@ -197,6 +276,8 @@ def check_source(options) -> str | None:
         raise UsageError("--stop_after must be a positive number of seconds")
     if stream.connect_timeout <= 0:
         raise UsageError("--connect_timeout must be a positive number of seconds")
+    if not 0 < stream.roll_seconds < float("inf"):
+        raise UsageError("--roll_seconds must be a positive number of seconds")
     if not stream.source:
         if streaming:
             raise UsageError(
@@ -206,38 +287,40 @@ def check_source(options) -> str | None:
         return None
     if not streaming:
         raise UsageError("--source reads a live stream: add --streaming")
-    runner = options.view_as(StandardOptions).runner
+    if io_opts.input:
+        raise UsageError("give --input (batch) or --streaming --source (live), not both")
+    _check_source_runner(stream, options.view_as(StandardOptions).runner)
+    check_output(io_opts)
+    return stream.source
+
+
+def _check_source_runner(stream, runner) -> None:
+    """A ``kafka://`` source is read on Flink only, a ``HOST:PORT`` one on the DirectRunner."""
+    name = runner.rsplit(".", 1)[-1] if isinstance(runner, str) else None
     if stream.source.startswith("kafka://"):
-        from beam_tally.io_kafka import parse_address
+        from beam_tally.io.kafka import parse_address
 
         parse_address(stream.source)
-        if not isinstance(runner, str) or runner.rsplit(".", 1)[-1] not in ("FlinkRunner", "flink"):
+        if name not in ("FlinkRunner", "flink"):
             raise UsageError(
-                f"a kafka:// --source is read by Beam's Java KafkaIO, which runs here on "
+                "a kafka:// --source is read by Beam's Java KafkaIO, which runs here on "
                 f"--runner=FlinkRunner only, not --runner={runner}"
             )
-        if io_opts.input:
-            raise UsageError("give --input (batch) or --streaming --source (live), not both")
-        check_output(io_opts)
-        return stream.source
+        return
     if stream.consumer_group:
         raise UsageError("--consumer_group is for a kafka:// --source")
-    if isinstance(runner, str) and runner.rsplit(".", 1)[-1] not in ("DirectRunner", "direct"):
+    if name is not None and name not in ("DirectRunner", "direct"):
         raise UsageError(
             f"--source HOST:PORT is read by the DirectRunner only (its TestStream service), not "
             f"by --runner={runner}: drop --runner, or produce into Kafka and read "
             "--source kafka://HOST:PORT/TOPIC"
         )
-    if io_opts.input:
-        raise UsageError("give --input (batch) or --streaming --source (live), not both")
     if ":" not in stream.source:
         raise UsageError("--source needs HOST:PORT, e.g. --source 127.0.0.1:50051")
-    check_output(io_opts)
-    return stream.source
 
 
 def absolute_pattern(pattern: str) -> str:
-    """``paths.input_pattern``: absolute, and literal when it names a file."""
+    """``paths.input_pattern``: absolute, literal when it names a file, a folder its files."""
     return input_pattern(pattern)
 
 

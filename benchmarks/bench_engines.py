@@ -27,8 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from beam_tally.generate import generate_tally  # noqa: E402
-from beam_tally.generate_access import generate_access  # noqa: E402
+from beam_tally.generate.access import generate_access  # noqa: E402
+from beam_tally.generate.tally import generate_tally  # noqa: E402
 
 COMPARED = {
     "tally": ["tallies.jsonl", "dead_letters.jsonl", "global_tally_final.json"],
@@ -124,7 +124,7 @@ def main() -> int:
             "monitor": os.path.join(work, "access.csv"),
             "monitor tiny": os.path.join(work, "tiny.csv"),
         }
-        with open(inputs["monitor"], encoding="utf-8") as handle:
+        with open(inputs["monitor"], "rb") as handle:
             lines = sum(1 for _ in handle) - 1
         sizes = {"tally": args.logs, "monitor": lines}
         if not args.no_cluster:

@@ -17,7 +17,7 @@ Three checks, each measurement in a fresh child process (peak RSS from ``os.wait
 * whole process: ``beam-tally monitor`` vs ``python benchmarks/plain_monitor.py`` over ~1.1M
   CSV lines, wall time from here including interpreter start-up, median of ``--whole_repeats``.
 
-The traffic (``beam_tally.generate_access``): ``--rate`` lines/s with a burst of
+The traffic (``beam_tally.generate.access``): ``--rate`` lines/s with a burst of
 ``--burst_rate`` lines/s for ``--burst_seconds`` every ``--burst_every`` seconds, so that the
 default alert rule (above 10 req/s over 120 s) fires and recovers after each burst; lines up to
 ``--disorder`` s out of order, a ``--bad_fraction`` of bad lines. Data sets are generated under
@@ -49,7 +49,7 @@ SCRIPT = os.path.abspath(__file__)
 
 
 def generate_worker(path: str, params: str) -> None:
-    from beam_tally.generate_access import generate_access
+    from beam_tally.generate.access import generate_access
 
     params = json.loads(params)
     params["bursts"] = [tuple(burst) for burst in params["bursts"]]
@@ -61,7 +61,7 @@ def worker(args: argparse.Namespace) -> None:
     data, out, fmt = args.data, args.out, args.format
     os.makedirs(out, exist_ok=True)
     if args.worker == "pipeline":
-        from beam_tally.monitor_pipeline import build_monitor_pipeline
+        from beam_tally.jobs.monitor import build_monitor_pipeline
 
         argv = ["--runner=DirectRunner", "--input", data, "--output", out, "--format", fmt]
         work = harness.pipeline_work(build_monitor_pipeline, argv)

@@ -35,7 +35,7 @@ import time
 
 import harness
 
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
 
 
 class Child:

@@ -41,7 +41,7 @@ PATTERN = "logs_*.json"
 
 
 def generate_worker(data: str, params: str) -> None:
-    from beam_tally.generate import generate_tally
+    from beam_tally.generate.tally import generate_tally
 
     print(json.dumps(generate_tally(data, **json.loads(params))))
 
@@ -52,7 +52,7 @@ def worker(args: argparse.Namespace) -> None:
     out = args.out
     os.makedirs(out, exist_ok=True)
     if args.worker == "pipeline":
-        from beam_tally.tally_pipeline import build_tally_pipeline
+        from beam_tally.jobs.tally import build_tally_pipeline
 
         argv = ["--runner=DirectRunner", "--input", pattern, "--output", out, "--print_limit", "0"]
         work = harness.pipeline_work(build_tally_pipeline, argv)

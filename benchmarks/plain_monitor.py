@@ -7,7 +7,7 @@ Does the same job as ``beam-tally monitor`` on a bounded input and writes the sa
 DIR: ``stats.jsonl`` (one line per stats window with traffic, in window order), ``alerts.jsonl``
 (each change of the high-traffic state) and ``dead_letters.jsonl`` (undecodable and unparseable
 lines, with the pipeline's reasons). It prints a block per stats window and the alert and
-recovery lines of DESIGN.md on stdout, then a summary.
+recovery lines of docs/design.md on stdout, then a summary.
 
 What it shares with the pipeline, and what it does itself:
 
@@ -22,12 +22,12 @@ What it shares with the pipeline, and what it does itself:
   the definitions of ``transforms/traffic.py``'s ``TrafficStatsCombineFn``: hits, bytes, top
   sections, status classes, error rate (4xx and 5xx over hits), top hosts by hits and by bytes,
   top users, distinct hosts and users; top lists by count descending, ties by name.
-* The alert rule is DESIGN.md's, written here: at every whole second ``t`` from the first to the
-  last event second, ``hits(t)`` counts the requests in ``[t - window + 1, t]``; an average
+* The alert rule is docs/design.md's, written here: at every whole second ``t`` from the first
+  to the last event second, ``hits(t)`` counts the requests in ``[t - window + 1, t]``; an average
   ``hits(t) / window`` above ``--threshold`` raises an alert, at or below it an active alert
   recovers. A bounded input is complete before the rule runs, so no line is late (the
   pipeline's batch run evaluates each second after all input too).
-* The JSON lines are those of ``beam_tally.records`` (``stats_json``, ``alert_json``,
+* The JSON lines are those of ``transforms.records`` (``stats_json``, ``alert_json``,
   ``dead_letter_json``), rewritten with orjson for the reason above.
 
 Files are processed in sorted path order. (Unlike the pipeline it does not decompress ``.gz``.)
@@ -216,7 +216,7 @@ class LineParser:
         return host, user, timestamp, self.section(parts[1]), int(status), bytes_
 
 
-# --- JSON lines and console text, as beam_tally.records and beam_tally.console write them --------
+# --- JSON lines and console text, as transforms.records and beam_tally.console write them --------
 def truncate_raw(raw: bytes | str, limit: int = RAW_LIMIT) -> str:
     if isinstance(raw, bytes):
         raw = raw[: limit * 4].decode("utf-8", errors="backslashreplace")
@@ -334,7 +334,7 @@ def window_stats(start: int, size: int, acc: list, top: int) -> tuple:
 def alert_changes(
     per_second: dict[int, int], threshold: float, window: int
 ) -> list[tuple[str, int, int, float]]:
-    """DESIGN.md's rule at every second from the first to the last event second:
+    """docs/design.md's rule at every second from the first to the last event second:
     ``(kind, at, hits, average)`` for each change of state."""
     if not per_second:
         return []

@@ -25,7 +25,7 @@ import orjson
 
 RAW_LIMIT = 200
 
-# The reasons of transforms/parse_logs.py and beam_tally/io.py, verbatim.
+# The reasons of transforms/parse_logs.py and beam_tally/io/files.py, verbatim.
 MALFORMED_JSON = "malformed JSON"
 UNDECODABLE = "undecodable bytes"
 NO_LOGS_LIST = "no 'logs' list"

@@ -35,22 +35,32 @@ STATE="${BEAM_TALLY_FLINK_CLUSTER:-$CACHE/flink-cluster}"
 mkdir -p "$STATE"
 export FLINK_CONF_DIR="$STATE/conf" FLINK_LOG_DIR="$STATE/log" FLINK_PID_DIR="$STATE/pids"
 
-# The REST address answers /overview with the TaskManagers registered and both slots free.
+# The REST address answers /overview with the TaskManagers registered and both slots there
+# (free too, with "free": what the start-up waits for; a running job keeps them busy).
 ready() {
   [ -f "$STATE/address" ] || return 1
-  "$PY" - "$(cat "$STATE/address")" "$TASKMANAGERS" <<'EOF'
+  "$PY" - "$(cat "$STATE/address")" "$TASKMANAGERS" "${1:-}" <<'EOF'
 import json, sys, urllib.request
 try:
     with urllib.request.urlopen(f"http://{sys.argv[1]}/overview", timeout=2) as answer:
         overview = json.load(answer)
 except (OSError, ValueError):
     sys.exit(1)
-wanted = int(sys.argv[2])
-sys.exit(0 if overview["taskmanagers"] >= wanted and overview["slots-available"] >= 2 else 1)
+wanted, slots = int(sys.argv[2]), "slots-available" if sys.argv[3] == "free" else "slots-total"
+sys.exit(0 if overview["taskmanagers"] >= wanted and overview[slots] >= 2 else 1)
 EOF
 }
 
-pids() { cat "$FLINK_PID_DIR"/*.pid 2>/dev/null || true; }
+# The pids in our pid files that are still our Flink daemons: a pid file outlives a crash or a
+# reboot, and its pid may since belong to another process, which must not be killed.
+pids() {
+  local pid
+  for pid in $(cat "$FLINK_PID_DIR"/*.pid 2>/dev/null || true); do
+    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$FLINK_CONF_DIR"; then
+      echo "$pid"
+    fi
+  done
+}
 
 stop() {
   local pid alive
@@ -124,7 +134,7 @@ echo "starting a Flink cluster from $FLINK_HOME: a JobManager, $TASKMANAGERS Tas
 "$FLINK_HOME/bin/jobmanager.sh" start >/dev/null
 for _ in $(seq 1 "$TASKMANAGERS"); do "$FLINK_HOME/bin/taskmanager.sh" start >/dev/null; done
 deadline=$((SECONDS + START_TIMEOUT))
-until ready; do
+until ready free; do
   if [ "$SECONDS" -ge "$deadline" ]; then
     echo "the Flink cluster did not take jobs within ${START_TIMEOUT} s; its logs:" >&2
     tail -n 20 "$FLINK_LOG_DIR"/*.log >&2 || true

@@ -1,6 +1,6 @@
 """An independent reading of access logs and of the monitor's stats, for end-to-end tests.
 
-Plain Python written from the rules of README and DESIGN.md (its own regular expressions,
+Plain Python written from the rules of README and docs/design.md (its own regular expressions,
 ``datetime`` for CLF times, ``collections.Counter`` for the stats): it imports nothing of the
 project, so a bug in the parser, the section rule or the stats shows as a difference.
 """

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_tally.records import AccessRecord
 from tests.access_oracle import section as oracle_section
 from transforms import access_log
 from transforms.access_log import (
@@ -22,6 +21,7 @@ from transforms.access_log import (
     reason_code,
     section_of,
 )
+from transforms.records import AccessRecord
 
 
 def epoch(year, month, day, hour, minute, second, offset_minutes=0) -> int:

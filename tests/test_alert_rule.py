@@ -13,7 +13,7 @@ from transforms.alert_rule import ALERT, RECOVER, TrafficAlertRule
 
 
 def reference_alerts(timestamps, threshold, window):
-    """The rule of DESIGN.md, as directly as it can be written."""
+    """The rule of docs/design.md, as directly as it can be written."""
     per_second, changes, active = Counter(timestamps), [], False
     for t in range(min(per_second, default=0), max(per_second, default=-1) + 1):
         hits = sum(per_second.get(s, 0) for s in range(t - window + 1, t + 1))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from beam_tally.console import escape_control, format_entries, format_update
-from beam_tally.records import GlobalTally, TallyEntry
+from transforms.records import GlobalTally, TallyEntry
 
 
 def test_escape_control_characters():
@@ -31,6 +31,6 @@ def test_format_update_shows_the_message_and_the_global_tally():
     )
     text = format_update(update, 10)
     assert "\x1b" not in text
-    assert "tally message 2: logs_01.json (3 logs, 1 emails)" in text
+    assert "tally message 2: logs_01.json (3 logs, 1 email)" in text
     assert "global tally after 2 files: 8 logs, 2 emails" in text
     assert "b\\x1b@x" in text

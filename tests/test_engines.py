@@ -34,11 +34,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
 from beam_tally import engines
-from beam_tally.generate import generate_tally
-from beam_tally.generate_access import generate_access
-from beam_tally.records import AccessRecord
+from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
 from tests.test_alert_rule import reference_alerts
 from tests.test_traffic_transforms import burst, record
+from transforms.records import AccessRecord
 from transforms.traffic import ALERTS, LATE, ComputeTrafficStats, DetectHighTraffic
 
 pytestmark = pytest.mark.engines

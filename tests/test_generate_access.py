@@ -1,4 +1,4 @@
-"""beam_tally/generate_access.py, read back by the tests' own oracle (``access_oracle``), and the
+"""beam_tally/generate/access.py, read back by the tests' own oracle (``access_oracle``), and the
 parser's reason codes for the bad lines it writes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from beam_tally.errors import HelpRequested, UsageError
-from beam_tally.generate_access import generate_access, poisson, rate_at, run
+from beam_tally.generate.access import generate_access, poisson, rate_at, run
 from tests.access_oracle import read_requests, section
 from transforms import access_log
 from transforms.access_log import BadLine, decode_line, parse_line, reason_code

@@ -7,7 +7,7 @@ import random
 import pytest
 from apache_beam import pvalue
 
-from beam_tally.io import ReadLinesFn
+from beam_tally.io.files import ReadLinesFn
 
 
 def read(path: str, block: int) -> tuple[list[tuple[int, str]], list[tuple[int, str, str]]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
 from tests.test_engines import need_tools, run_cli
 
 pytestmark = pytest.mark.engines

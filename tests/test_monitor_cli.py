@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pytest
 
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
 from tests.access_oracle import read_requests, section, ties_at_the_cut, window_stats
 from tests.test_alert_rule import reference_alerts
 
@@ -73,7 +73,13 @@ def test_monitor_exits_cleanly(monitored):
     _, out, result, _ = monitored
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert sorted(os.listdir(out)) == ["alerts.jsonl", "dead_letters.jsonl", "stats.jsonl"]
+    assert sorted(os.listdir(out)) == [
+        "alerts.jsonl",
+        "dead_letters.jsonl",
+        "report.html",
+        "stats.jsonl",
+        "totals.jsonl",
+    ]
 
 
 def test_every_field_of_every_stats_window_equals_an_independent_computation(monitored):

@@ -7,10 +7,10 @@ import os
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_tally.produce import access_poll, tally_poll
-from beam_tally.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
+from beam_tally.live.produce import access_poll, tally_poll
 from tests.conftest import direct_pipeline
 from tests.test_replay import FakeClock
+from transforms.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
 from transforms.tally import DEAD_LETTERS, DOCUMENTS, LOGS, ParseLogDocuments
 from transforms.traffic import RECORDS, ParseAccessLines
 
@@ -166,7 +166,7 @@ def test_a_rotated_file_whose_new_name_matches_the_glob_is_not_read_twice(tmp_pa
 
 
 def test_an_unreadable_followed_file_is_one_dead_letter_until_it_changes(tmp_path, monkeypatch):
-    from beam_tally import produce
+    from beam_tally.live import produce
 
     path = tmp_path / "a.csv"
     path.write_bytes(csv_line(1))
@@ -210,3 +210,21 @@ def test_a_second_rotation_over_old_rotated_files_reads_nothing_twice(tmp_path):
     os.rename(path, tmp_path / "access.log.1")
     path.write_bytes(csv_line(3))
     assert first + served_times(poll) == [1, 2, 3]
+
+
+def test_long_lines_never_make_a_stream_message_larger_than_grpc_takes():
+    """Chunks of lines close by size as well as by count: five lines of 1 MiB (the longest a
+    producer sends) and a thousand of 9 kB each travel in messages under gRPC's 4 MiB."""
+    from beam_tally.io.stream import elements_events, stream_coder, stream_items
+    from transforms.records import AccessLine
+
+    coder = stream_coder("access")
+    # (lines, characters a line, the character): 1 MiB lines, 9 kB lines, and 1 MiB lines of
+    # three-byte characters (a chunk is measured in characters)
+    for count, length, char in ((5, 1 << 20, "x"), (1_000, 9_000, "x"), (8, 349_525, "語")):
+        items = [(float(i), AccessLine("f.log", i + 1, char * length, "clf")) for i in range(count)]
+        chunks = stream_items("access", items)
+        assert [line for _, chunk in chunks for line in chunk] == [line for _, line in items]
+        events = list(elements_events(chunks, coder, "tag"))
+        assert max(event.ByteSize() for event in events) < 4 << 20
+        assert all(ts == min(t for t, _ in items if _ in chunk) for ts, chunk in chunks)

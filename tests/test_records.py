@@ -8,7 +8,9 @@ import orjson
 import pytest
 from apache_beam.coders import registry
 
-from beam_tally.records import (
+from transforms.log_batch import LogBatch, LogBatchCoder, LogBatchConverter
+from transforms.parse_logs import parse_log_document
+from transforms.records import (
     DeadLetter,
     FileTally,
     GlobalTally,
@@ -20,8 +22,6 @@ from beam_tally.records import (
     sorted_tally,
     truncate_raw,
 )
-from transforms.log_batch import LogBatch, LogBatchCoder, LogBatchConverter
-from transforms.parse_logs import parse_log_document
 
 
 def test_sorted_tally_orders_by_total_then_email():

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_tally.produce import access_poll
-from beam_tally.replay import (
+from beam_tally.live.produce import access_poll
+from beam_tally.live.replay import (
     POS_INF,
     Elements,
     End,
@@ -309,11 +309,37 @@ def test_when_every_followed_reader_is_idle_the_newest_is_reached():
     )
     clock = FakeClock()
     settings_ = StreamSettings(max_delay=5, follow=True, idle_after=2.0)
-    events = follow_until(lambda: next(first, []), settings_, clock, 5)
+    # 10 s: idle after 2 s, then the quiet seconds pass max_delay (5 s) behind the clock
+    events = follow_until(lambda: next(first, []), settings_, clock, 10)
     served = [item for e in events if isinstance(e, Elements) for _, item in e.items]
     expected = [f"old{i}" for i in range(10)] + [f"new{i}" for i in range(10)] + ["header"]
     assert sorted(served) == sorted(expected)
-    assert max(e.at for e in events if isinstance(e, Watermark)) == 3_709
+    marks = [e.at for e in events if isinstance(e, Watermark)]
+    assert 3_709 in marks  # caught up at the newest line, then the quiet seconds pass
+    assert max(marks) > 3_709
+
+
+def test_quiet_followed_files_let_event_time_pass_with_the_clock_times_speedup():
+    """Once every followed file is quiet, the watermark moves on from the newest line at the
+    clock's pace times --speedup, so the windows after it close and the alert rule sees the
+    silence."""
+    polls = iter([[Update("a", [(100 + i, f"a{i}") for i in range(10)])]])
+    clock = FakeClock()
+    settings_ = StreamSettings(max_delay=2, follow=True, idle_after=2.0, speedup=10)
+    marks = []  # (clock, watermark)
+    for event in stream_events(lambda: next(polls, []), settings_, clock):
+        if isinstance(event, Watermark):
+            marks.append((clock.now(), event.at))
+        if clock.now() >= 1_010:
+            break
+    caught = next(at for at, mark in marks if mark == 109)
+    after = [(at, mark) for at, mark in marks if at > caught]
+    assert after, "the watermark stopped at the newest line"
+    for at, mark in after:  # never faster than the clock times speedup
+        assert 109 < mark <= 109 + (at - caught) * 10 + 1e-9
+    last_at, last = after[-1]
+    assert last >= 109 + (last_at - caught - 1.5) * 10  # and not slower, a heartbeat apart
+    assert last >= 150  # the window [100, 110) and the ones after it close
 
 
 def test_a_late_line_is_sent_at_once_not_paced_at_its_own_time():
@@ -354,3 +380,25 @@ def test_in_a_replay_a_reader_without_an_event_time_yet_still_holds_the_watermar
     out, behind = check_stream(events)
     assert marked == [] and behind == []
     assert [item for _, item in out] == ["header", "b50", "b60", "a100"]
+
+
+def test_a_quiet_follow_keeps_the_watermark_max_delay_behind_the_clock():
+    """After the followed files went quiet, a line written late but within --max_delay of the
+    clock is on time; one older than that is late."""
+    clock = FakeClock(start=1_000.0)
+    polls = {1_000.0: [Update("a", [(1_000, "first")])]}
+    later = [(1_007, "within the budget"), (1_001, "beyond it")]
+
+    def poll():
+        now = clock.now()
+        if now >= 1_010 and later:
+            return [Update("a", [later.pop(0)])]
+        return polls.pop(now, [])
+
+    late = []
+    settings_ = StreamSettings(max_delay=5, follow=True, idle_after=2.0)
+    session = Session(poll, settings_, clock, lambda ts, item, behind: late.append(item) or item)
+    for _ in session.events():
+        if clock.now() >= 1_015:
+            break
+    assert late == ["beyond it"]

@@ -5,12 +5,13 @@ outputs must equal the default run's."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
 from beam_tally.cli import main
-from beam_tally.generate import generate_tally
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
 
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -78,3 +79,39 @@ def test_runner_gives_the_default_results(job, runner, inputs, tmp_path, capsys)
     assert other == default
     assert any(default.values())  # the comparison is not between empty outputs
     capsys.readouterr()
+
+
+def test_choose_workers_spreads_only_what_another_worker_can_take():
+    from beam_tally.runtime import SPREAD_BYTES, choose_workers
+
+    big = SPREAD_BYTES
+    assert choose_workers([10, 20], cpus=2) == 1  # small input: today's start-up
+    assert choose_workers([100 * big], cpus=2) == 1  # one file is read by one worker
+    assert choose_workers([100 * big, big - 1], cpus=2) == 1  # too little beside the largest
+    assert choose_workers([100 * big, big], cpus=2) == 2
+    assert choose_workers([big] * 3, cpus=1) == 1  # one core
+    assert choose_workers([big] * 3, cpus=8) == 3  # at most a worker per file
+    assert choose_workers([big] * 10, cpus=4) == 4
+
+
+@pytest.mark.parametrize("job", ["tally", "monitor"])
+def test_a_large_input_runs_on_every_core_with_the_one_worker_results(
+    job, inputs, tmp_path, capsys, monkeypatch
+):
+    """With the threshold lowered, the generated input counts as large: the run says it
+    uses two worker processes, and its outputs equal those of one worker."""
+    from beam_tally import runtime
+
+    monkeypatch.setattr(runtime, "SPREAD_BYTES", 1)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})
+    pattern = inputs[job]
+    if job == "monitor":  # two files, so that a second worker has one to read
+        second = tmp_path / "second.csv"
+        generate_access(str(second), fmt="csv", seconds=300, rate=3, seed=6)
+        pattern = str(tmp_path / "*.csv")
+        shutil.copy(inputs["monitor"], tmp_path / "first.csv")
+    one = run_job(job, pattern, str(tmp_path / "one"), ["--direct_num_workers=1"])
+    assert "worker processes" not in capsys.readouterr().err
+    auto = run_job(job, pattern, str(tmp_path / "auto"), [])
+    assert "using 2 worker processes" in capsys.readouterr().err
+    assert auto == one and any(one.values())

@@ -22,9 +22,9 @@ from collections import Counter
 
 import pytest
 
-from beam_tally.generate import generate_tally
-from beam_tally.generate_access import DEFAULT_START as START
-from beam_tally.generate_access import generate_access
+from beam_tally.generate.access import DEFAULT_START as START
+from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
 from tests.access_oracle import Request, read_requests, window_stats
 from tests.conftest import independent_tally
 from tests.test_alert_rule import reference_alerts
@@ -157,9 +157,11 @@ def live_monitor(tmp_path_factory):
 
 
 def test_live_monitor_ends_cleanly_with_its_summary(live_monitor):
-    _, _, consumer, code = live_monitor
+    data, _, consumer, code = live_monitor
     assert code == 0, consumer.errors[-10:]
-    consumer.wait_for_line(r"^summary: .* lines read", timeout=1)
+    # Every line of both files, the CSV header included, as a batch run counts them.
+    lines = sum((data / "logs" / name).read_bytes().count(b"\n") for name in ("a.csv", "b.log"))
+    consumer.wait_for_line(rf"^summary: {lines:,} lines read, ", timeout=1)
     consumer.wait_for_line(r"^live run: the stream ended$", timeout=1)
 
 
@@ -193,6 +195,56 @@ def test_live_stats_and_dead_letters_equal_the_batch_ones(live_monitor):
         for d in ("live", "batch")
     )
     assert live_dead == batch_dead and sum(batch_dead.values()) > 0
+
+
+def test_live_outputs_are_a_few_rolled_files_and_the_totals_equal_the_batch_ones(live_monitor):
+    data, _, consumer, _ = live_monitor
+    names = os.listdir(data / "live")
+    elapsed = consumer.lines[-1][0] - consumer.started  # the run, start to summary
+    for name in ("stats", "alerts", "totals", "dead_letters"):
+        files = [n for n in names if n.startswith(f"{name}-") and n.endswith(".jsonl")]
+        # One file per minute of wall time (default --roll_seconds 60), not one per bundle.
+        assert 1 <= len(files) <= int(elapsed // 60) + 2, (name, files)
+    assert not [n for n in names if n.endswith(".tmp")]  # every roll renamed into place
+    (batch_totals,) = read_outputs(str(data / "batch"), "totals")
+    live_totals = max(read_outputs(str(data / "live"), "totals"), key=lambda t: t["hits"])
+    assert live_totals == batch_totals
+    # The live summary lists the alerts and the totals, as the batch one does.
+    summary = [line for _, line in consumer.lines]
+    for alert in read_outputs(str(data / "batch"), "alerts"):
+        word = "alert   " if alert["kind"] == "alert" else "recovery"
+        assert any(line.startswith(f"  {word}  {alert['time']}  hits ") for line in summary)
+    assert any(
+        line.startswith("totals ") and f"{batch_totals['hits']:,} requests" in line
+        for line in summary
+    )
+
+
+def test_roll_seconds_starts_a_new_complete_file_of_each_output_every_s_seconds(
+    live_monitor, tmp_path
+):
+    data = live_monitor[0]
+    pattern = str(data / "logs" / "*")
+    producer_args = ("access", "--input", pattern, "--speedup", "150")  # 6 s of wall time
+    out = tmp_path / "live"
+    with live(producer_args, "monitor", out, "--roll_seconds", "1", "--console", "summary") as (
+        _,
+        consumer,
+    ):
+        assert consumer.wait() == 0, consumer.errors[-10:]
+        elapsed = time.monotonic() - consumer.started
+    stats_files = sorted(glob.glob(str(out / "stats-*.jsonl")))
+    assert 3 <= len(stats_files) <= elapsed + 2, stats_files
+    stamps = [re.search(r"-(\d{8}T\d{6})-", path)[1] for path in stats_files]
+    assert len(set(stamps)) == len(stamps)  # one file per roll
+    rows = []
+    for path in stats_files:  # each one complete: every line a whole JSON row
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        assert text.endswith("\n")
+        rows += [json.loads(line) for line in text.splitlines()]
+    batch_stats = {s["start"]: s for s in read_outputs(str(data / "batch"), "stats")}
+    assert {s["start"]: s for s in rows} == batch_stats and len(rows) == len(batch_stats)
 
 
 def test_first_alert_is_printed_before_the_stream_ends(live_monitor):
@@ -266,7 +318,7 @@ def test_a_file_that_lags_another_holds_the_stream_watermark_so_none_of_it_is_la
     block of each the lagging file's next lines are still ahead of it. (Under the maximum, the
     watermark follows the leading file and the lagging file's second block comes behind it:
     about 800 lines would be late.) Every output equals the test's own computation."""
-    from beam_tally.produce import BLOCK
+    from beam_tally.live.produce import BLOCK
 
     logs, out, delay = tmp_path / "logs", tmp_path / "live", 5
     logs.mkdir()
@@ -302,8 +354,9 @@ def test_a_file_that_lags_another_holds_the_stream_watermark_so_none_of_it_is_la
 
 def test_live_monitor_follows_growing_files(tmp_path):
     """A file written in pieces (lines split mid-way) and a second file, with the next two
-    minutes, that appears later: every stats window the watermark passed equals the batch one
-    over the final files, and nothing is late."""
+    minutes, that appears later: once both are quiet, event time passes with the clock, so the
+    last window closes too, and every stats window equals the batch one over the final files,
+    with nothing late."""
     logs, out = tmp_path / "logs", tmp_path / "live"
     logs.mkdir()
     whole = tmp_path / "whole.csv"
@@ -321,24 +374,21 @@ def test_live_monitor_follows_growing_files(tmp_path):
             str(logs / "next.csv"), fmt="csv", seconds=120, rate=5, seed=10, start=START + 120
         )
         newest = max(r.timestamp for r in good_lines(str(logs / "next.csv")).values())
-        last_closed = (newest - 5) - (newest - 5) % 10  # windows ending by the watermark
+        last_window = newest - newest % 10  # the window of the newest line
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             starts = {s["start"] for s in read_outputs(str(out), "stats")}
-            if last_closed - 10 in starts:
+            if last_window in starts:
                 break
             time.sleep(0.2)
         consumer.popen.send_signal(signal.SIGINT)
         code = consumer.wait(timeout=60)
     assert code == 0, consumer.errors[-10:]
     batch("monitor", "--input", str(logs / "*.csv"), "--output", str(tmp_path / "batch"))
-    expected = {
-        s["start"]: s
-        for s in read_outputs(str(tmp_path / "batch"), "stats")
-        if s["end"] <= newest - 5
-    }
+    expected = {s["start"]: s for s in read_outputs(str(tmp_path / "batch"), "stats")}
     live_stats = {s["start"]: s for s in read_outputs(str(out), "stats")}
-    assert live_stats == expected  # every field
+    assert last_window in expected
+    assert live_stats == expected  # every field, the last window included
     assert len(live_stats) >= 20 and not read_outputs(str(out), "dead_letters")
 
 
@@ -433,3 +483,42 @@ def test_a_stream_that_breaks_off_is_a_failed_run_not_a_clean_end(tmp_path):
         assert stats[start] == expected[start]
     last, whole = stats[starts[-1]], expected[starts[-1]]
     assert last["hits"] <= whole["hits"] and last["bytes"] <= whole["bytes"]
+
+
+def test_a_consumer_past_the_producers_maximum_is_refused_in_one_line(tmp_path):
+    """A producer that takes one consumer, serving one: the next consumer gets one line that
+    says why, exit 2 at once (not a reader thread's traceback and a 'broke off' 30 s later),
+    and the consumer being served goes on to the end of the stream."""
+    logs = tmp_path / "a.csv"
+    generate_access(str(logs), fmt="csv", seconds=300, rate=2, seed=4)
+    first_out = tmp_path / "first"
+    procs: list[Proc] = []
+    try:
+        producer, source = start_producer(
+            "access", "--input", str(logs), "--speedup", "100", "--max_consumers", "1"
+        )
+        procs.append(producer)
+        first = Proc("monitor", "--streaming", "--source", source, "--output", str(first_out))
+        procs.append(first)
+        first.wait_for_line(r"^20\d\d-", timeout=60)  # the first consumer is being served
+        started = time.monotonic()
+        second = subprocess.run(
+            [sys.executable, "-m", "beam_tally", "monitor", "--streaming", "--source", source,
+             "--output", str(tmp_path / "second")],
+            capture_output=True, text=True, timeout=DEADLINE, check=False,
+        )  # fmt: skip
+        refused_in = time.monotonic() - started
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+        assert "--max_consumers" in second.stderr
+        assert refused_in < 20  # refused when it asked, not after the reader's 30 s wait
+        assert first.wait(timeout=DEADLINE) == 0, first.errors[-5:]
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    batch("monitor", "--input", str(logs), "--output", str(tmp_path / "batch"))
+
+    def by_start(out):
+        return sorted(read_outputs(str(out), "stats"), key=lambda stats: stats["start"])
+
+    assert by_start(first_out) == by_start(tmp_path / "batch")  # every window, every field

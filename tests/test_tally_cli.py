@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from beam_tally.cli import main
-from beam_tally.generate import generate_tally
+from beam_tally.generate.tally import generate_tally
 from tests.conftest import independent_tally
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,6 +95,7 @@ def test_exit_status_and_clean_stderr(run_result):
         "dead_letters.jsonl",
         "global_tally.jsonl",
         "global_tally_final.json",
+        "report.html",
         "tallies.jsonl",
     ]
 

@@ -16,7 +16,9 @@ from apache_beam.transforms import window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_tally.records import (
+from tests.conftest import direct_pipeline, streaming_pipeline
+from transforms.parse_logs import reason_code
+from transforms.records import (
     FileTally,
     GlobalTally,
     LogEntry,
@@ -24,8 +26,6 @@ from beam_tally.records import (
     TallyEntry,
     sorted_tally,
 )
-from tests.conftest import direct_pipeline, streaming_pipeline
-from transforms.parse_logs import reason_code
 from transforms.tally import (
     DEAD_LETTERS,
     DOCUMENTS,
@@ -79,7 +79,16 @@ def test_parse_log_documents_emits_one_entry_per_valid_log_and_tags_the_rest():
         )
         assert_that(
             parsed[DOCUMENTS],
-            equal_to([d.source for d in DOCS]),
+            equal_to(
+                [  # each document's note, written by hand from document_note's rule
+                    ("a.json", "2 bad logs: email is not a string 1, log is not an object 1"),
+                    ("b.json", "no logs: the 'logs' list is empty"),
+                    ("c.json", "bad file: malformed JSON"),
+                    ("d.json", "bad file: undecodable bytes"),
+                    ("e.json", "bad file: no 'logs' list"),
+                    ("f.json", "1 bad log: missing email 1"),
+                ]
+            ),
             label="Documents",
         )
         assert_that(
@@ -121,12 +130,16 @@ def test_tally_per_file_over_parsed_batches_includes_files_without_logs():
             tallies,
             equal_to(
                 [
-                    FileTally("a.json", [TallyEntry("x@a", 2), TallyEntry("y@a", 1)]),
-                    FileTally("b.json", []),
-                    FileTally("c.json", []),
-                    FileTally("d.json", []),
-                    FileTally("e.json", []),
-                    FileTally("f.json", [TallyEntry("x@a", 1)]),
+                    FileTally(
+                        "a.json",
+                        [TallyEntry("x@a", 2), TallyEntry("y@a", 1)],
+                        "2 bad logs: email is not a string 1, log is not an object 1",
+                    ),
+                    FileTally("b.json", [], "no logs: the 'logs' list is empty"),
+                    FileTally("c.json", [], "bad file: malformed JSON"),
+                    FileTally("d.json", [], "bad file: undecodable bytes"),
+                    FileTally("e.json", [], "bad file: no 'logs' list"),
+                    FileTally("f.json", [TallyEntry("x@a", 1)], "1 bad log: missing email 1"),
                 ]
             ),
         )
@@ -143,7 +156,7 @@ def test_tally_per_file_over_plain_elements_from_several_files():
         expected.setdefault(entry.source, Counter())[entry.email] += 1
     with direct_pipeline() as p:
         logs = p | "Logs" >> beam.Create(entries)
-        documents = p | "Docs" >> beam.Create(["f0", "f1", "f2", "empty"])
+        documents = p | "Docs" >> beam.Create([("f0", ""), ("f1", ""), ("f2", ""), ("empty", "")])
         tallies = (logs, documents) | TallyPerFile()
         assert_that(
             tallies | beam.Map(lambda t: (t.source, {e.email: e.total for e in t.tally})),
@@ -307,7 +320,7 @@ def test_update_global_tally_final_equals_the_sum(files):
 
 
 def test_write_json_lines_writes_every_file_even_when_all_inputs_are_empty(tmp_path):
-    from beam_tally.io import WriteJsonLines
+    from beam_tally.io.files import WriteJsonLines
 
     out = tmp_path / "out"
     out.mkdir()

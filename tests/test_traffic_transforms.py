@@ -11,9 +11,9 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
-from beam_tally.records import AccessRecord, RankedCount, TrafficStats
 from tests.conftest import beam_direct_pipeline, direct_pipeline, streaming_pipeline
 from tests.test_alert_rule import reference_alerts
+from transforms.records import AccessRecord, RankedCount, TrafficStats
 from transforms.traffic import (
     ALERTS,
     LATE,

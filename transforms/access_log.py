@@ -1,6 +1,6 @@
 """Pure parsing of one HTTP access-log line into an ``AccessRecord`` (no Beam here).
 
-Two formats (DESIGN.md, "The monitor job"):
+Two formats (docs/design.md, "The monitor job"):
 
 - ``csv``: ``"remotehost","rfc931","authuser","date","request","status","bytes"``, a header row
   and unix-epoch ``date``. Any field may be quoted or not, with spaces around it; ``""`` in a
@@ -38,7 +38,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
-from beam_tally.records import AccessRecord
+from transforms.records import AccessRecord
 
 # Reason codes: the text before the first ':' of a BadLine's reason, used as metric names.
 WRONG_FIELD_COUNT = "wrong field count"

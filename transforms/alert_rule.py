@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from beam_tally.records import Alert
+from transforms.records import Alert
 
 ALERT = "alert"
 RECOVER = "recover"

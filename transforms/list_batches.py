@@ -13,7 +13,7 @@ from typing import Any
 from apache_beam.typehints import typehints
 from apache_beam.typehints.batch import BatchConverter
 
-from beam_tally.records import AccessLine, AccessRecord
+from transforms.records import AccessLine, AccessRecord
 
 
 class LineList(list):

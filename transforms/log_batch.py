@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.typehints import typehints
 from apache_beam.typehints.batch import BatchConverter
 
-from beam_tally.records import LogEntry
+from transforms.records import LogEntry
 
 
 class LogBatch(NamedTuple):

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from beam_tally.records import DeadLetter, truncate_raw
 from transforms.log_batch import LogBatch
+from transforms.records import DeadLetter, truncate_raw
 
 # Reason codes: the text before the first ':' of a dead letter's reason, used as metric names.
 MALFORMED_JSON = "malformed JSON"
@@ -179,6 +179,28 @@ def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[Dead
         emails = list(map(emails.__getitem__, good))
     ids, messages = TextColumn(valid, "id", lenient), TextColumn(valid, "message", lenient)
     return LogBatch([source] * len(emails), indexes, emails, ids, messages), dead
+
+
+def document_note(content: bytes, logs: int, dead_letters: Sequence[DeadLetter]) -> str:
+    """Why a document's tally is what it is, in a few words, for the console ("" when every
+    log is valid): an empty file, a file that is not a document (and why), a document without
+    logs, one whose every log is bad, or how many of its logs are bad."""
+    if not content.strip():
+        return "empty file"
+    whole = [dead for dead in dead_letters if dead.where is None]
+    if whole:
+        return f"bad file: {reason_code(whole[0].reason)}"
+    if not dead_letters:
+        return "" if logs else "no logs: the 'logs' list is empty"
+    reasons: dict[str, int] = {}
+    for dead in dead_letters:
+        code = reason_code(dead.reason)
+        reasons[code] = reasons.get(code, 0) + 1
+    by_reason = ", ".join(f"{code} {n:,}" for code, n in sorted(reasons.items()))
+    bad = len(dead_letters)
+    if not logs:
+        return f"every log bad: {by_reason}"
+    return f"{bad:,} bad log{'s' if bad != 1 else ''}: {by_reason}"
 
 
 class TextColumn(Sequence):

@@ -11,7 +11,7 @@ in batch), and the final global tally when the input is complete (an event-time 
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Iterator  # noqa: UP035 (Beam's batch inference needs typing.Iterator)
+from typing import Iterator, NamedTuple  # noqa: UP035 (Beam's batch inference: typing.Iterator)
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -21,7 +21,9 @@ from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 
-from beam_tally.records import (
+from transforms.log_batch import LogBatch, LogBatchConverter
+from transforms.parse_logs import document_note, parse_log_document, reason_code
+from transforms.records import (
     STREAM_ERROR_PREFIX,
     DeadLetter,
     FileTally,
@@ -31,8 +33,6 @@ from beam_tally.records import (
     TallyEntry,
     sorted_tally,
 )
-from transforms.log_batch import LogBatch, LogBatchConverter
-from transforms.parse_logs import parse_log_document, reason_code
 
 METRICS_NAMESPACE = "beam_tally"
 DEAD_LETTER_NAMESPACE = "beam_tally.dead_letters"
@@ -44,15 +44,23 @@ UPDATES = "updates"
 FINAL = "final"
 
 
+FILE_RECORDS = "beam_tally.file_records"  # valid records, one counter per source
+FILE_DEAD_LETTERS = "beam_tally.file_dead_letters"  # dead letters, one counter per source
+
+
 def count_dead_letter(dead: DeadLetter) -> None:
-    """Count a dead letter in Beam metrics, in total and by reason code."""
+    """Count a dead letter in Beam metrics, in total, by reason code and by source (so that a
+    file with dead letters and no valid record can be named: see ``FILE_RECORDS``)."""
     Metrics.counter(METRICS_NAMESPACE, "dead_letters").inc()
     Metrics.counter(DEAD_LETTER_NAMESPACE, reason_code(dead.reason)).inc()
+    Metrics.counter(FILE_DEAD_LETTERS, dead.source).inc()
 
 
 class ParseLogDocumentFn(beam.DoFn):
     """Parses one ``SourceFile`` into one ``LogBatch`` (its valid logs, as columns), its source
-    (tag ``documents``) and its dead letters (tag ``dead_letters``)."""
+    and note (tag ``documents``: ``(source, parse_logs.document_note)``) and its dead letters
+    (tag ``dead_letters``). Valid logs and dead letters are also counted per file (Beam metrics
+    ``FILE_RECORDS`` and ``FILE_DEAD_LETTERS``, by source), once per document."""
 
     def __init__(self) -> None:
         self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
@@ -67,11 +75,15 @@ class ParseLogDocumentFn(beam.DoFn):
             return
         batch, dead_letters = parse_log_document(doc.source, doc.content)
         self.documents.inc()
-        self.logs.inc(len(batch.emails))
+        logs = len(batch.emails)
+        self.logs.inc(logs)
+        if logs:
+            Metrics.counter(FILE_RECORDS, doc.source).inc(logs)
         for dead in dead_letters:
             count_dead_letter(dead)
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
-        yield pvalue.TaggedOutput(DOCUMENTS, doc.source)
+        note = document_note(doc.content, logs, dead_letters)
+        yield pvalue.TaggedOutput(DOCUMENTS, (doc.source, note))
         if batch.emails:
             yield batch
 
@@ -98,7 +110,7 @@ def _entries(batch: LogBatch) -> Iterator[LogEntry]:
 
 class ParseLogDocuments(beam.PTransform):
     """``PCollection[SourceFile]`` -> outputs ``logs`` (``LogEntry``), ``documents`` (the source
-    path of every parsed document) and ``dead_letters`` (``DeadLetter``).
+    path and note of every parsed document) and ``dead_letters`` (``DeadLetter``).
 
     ``batched=False`` emits the logs one by one, for runners without Batched DoFns (the
     DirectRunner's streaming mode)."""
@@ -109,7 +121,7 @@ class ParseLogDocuments(beam.PTransform):
 
     def expand(self, docs):
         parsed = docs | "Parse" >> beam.ParDo(ParseLogDocumentFn()).with_output_types(
-            LogBatch, **{DOCUMENTS: str, DEAD_LETTERS: DeadLetter}
+            LogBatch, **{DOCUMENTS: tuple[str, str], DEAD_LETTERS: DeadLetter}
         ).with_outputs(DOCUMENTS, DEAD_LETTERS, main="batches")
         if self.batched:
             logs = parsed.batches | "AsLogEntries" >> beam.ParDo(EmitLogBatchFn())
@@ -175,23 +187,84 @@ class SumCountsCombineFn(beam.CombineFn):
         return sorted_tally(accumulator)
 
 
-class TallyPerFile(beam.PTransform):
-    """``(PCollection[LogEntry], PCollection[str] of document sources)`` -> ``FileTally``.
+class DocumentNote(NamedTuple):
+    """A document's note (``parse_logs.document_note``), as an input of ``FileTallyCombineFn``."""
 
-    One tally message per document source, including documents without valid logs. Logs are
-    counted per batch in the fused stage and the partial counts combined per file, so only small
-    per-file accumulators cross the shuffle.
+    note: str
+
+
+class _FileAccumulator:
+    """A file's counts so far (``SumCountsCombineFn``'s dict) and its document's note."""
+
+    __slots__ = ("counts", "note")
+
+    def __init__(self, counts: dict[str, int], note: str) -> None:
+        self.counts = counts
+        self.note = note
+
+    def __reduce__(self):
+        return _FileAccumulator, (self.counts, self.note)
+
+
+class FileTallyCombineFn(beam.CombineFn):
+    """``SumCountsCombineFn`` per file, with the document's note carried beside the counts:
+    inputs are ``{email: count}`` partials or one ``DocumentNote``; the output is
+    ``(sorted tally, note)``. The note costs one type test per partial, never one per log."""
+
+    def __init__(self) -> None:
+        self.counts = SumCountsCombineFn()
+
+    def create_accumulator(self) -> _FileAccumulator:
+        return _FileAccumulator({}, "")
+
+    def add_input(self, acc: _FileAccumulator, value) -> _FileAccumulator:
+        if type(value) is DocumentNote:
+            acc.note = acc.note or value.note
+        else:
+            self.counts.add_input(acc.counts, value)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[_FileAccumulator]) -> _FileAccumulator:
+        merged: _FileAccumulator | None = None
+        for acc in accumulators:
+            if merged is None:
+                merged = acc
+            else:
+                self.counts.add_input(merged.counts, acc.counts)
+                merged.note = merged.note or acc.note
+        return self.create_accumulator() if merged is None else merged
+
+    def compact(self, acc: _FileAccumulator) -> _FileAccumulator:
+        return acc
+
+    def extract_output(self, acc: _FileAccumulator):
+        return self.counts.extract_output(acc.counts), acc.note
+
+
+def _file_tally(source: str, tally_and_note) -> FileTally:
+    tally, note = tally_and_note
+    return FileTally(source, tally, note)
+
+
+class TallyPerFile(beam.PTransform):
+    """``(PCollection[LogEntry], PCollection[(source, note)] of documents)`` -> ``FileTally``.
+
+    One tally message per document source, including documents without valid logs, with the
+    document's note. Logs are counted per batch in the fused stage and the partial counts
+    combined per file, so only small per-file accumulators cross the shuffle.
     """
 
     def expand(self, pcolls):
         logs, documents = pcolls
         partials = logs | "CountEmails" >> beam.ParDo(CountEmailsFn())
-        empties = documents | "EveryDocument" >> beam.Map(lambda source: (source, {}))
+        notes = documents | "EveryDocument" >> beam.MapTuple(
+            lambda source, note: (source, DocumentNote(note))
+        )
         return (
-            (partials, empties)
+            (partials, notes)
             | "Merge" >> beam.Flatten()
-            | "SumPerFile" >> beam.CombinePerKey(SumCountsCombineFn())
-            | "ToFileTally" >> beam.MapTuple(FileTally).with_output_types(FileTally)
+            | "SumPerFile" >> beam.CombinePerKey(FileTallyCombineFn())
+            | "ToFileTally" >> beam.MapTuple(_file_tally).with_output_types(FileTally)
         )
 
 
@@ -226,7 +299,7 @@ class ApplyTallyFn(beam.DoFn):
         totals.write((files, counts, message.source))
         end.set(window.max_timestamp())
         self.applied.inc()
-        yield GlobalTally(files, message.source, sorted_tally(counts), message.tally)
+        yield GlobalTally(files, message.source, sorted_tally(counts), message.tally, message.note)
 
     @on_timer(END)
     def emit_final(self, totals=beam.DoFn.StateParam(TOTALS)):

@@ -15,7 +15,9 @@ DirectRunner).
 """
 
 import pickle
+from collections import Counter
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Iterator
 
 import apache_beam as beam
@@ -23,12 +25,15 @@ from apache_beam import pvalue
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.transforms import window
+from apache_beam.transforms import trigger, window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_tally.records import (
+from transforms import access_log
+from transforms.alert_rule import ALERT, TrafficAlertRule
+from transforms.list_batches import LineList, RecordList
+from transforms.records import (
     STREAM_ERROR,
     AccessLine,
     AccessRecord,
@@ -37,12 +42,10 @@ from beam_tally.records import (
     TrafficStats,
     truncate_raw,
 )
-from transforms import access_log
-from transforms.alert_rule import ALERT, TrafficAlertRule
-from transforms.list_batches import LineList, RecordList
-from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
+from transforms.tally import DEAD_LETTERS, FILE_RECORDS, METRICS_NAMESPACE, count_dead_letter
 
 RECORDS = "records"
+_SOURCE = itemgetter(AccessRecord._fields.index("source"))
 ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
@@ -103,15 +106,28 @@ class ParseAccessLineFn(beam.DoFn):
         return records, dead_letters
 
     def process(self, line: AccessLine) -> Iterator[AccessRecord]:
-        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
-        records, dead_letters = self._parse([line])
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner). A
+        ``LineList`` element (the live stream's chunks) is parsed whole into one
+        ``RecordList`` element, which the aggregating consumers take as they take a batch."""
+        chunk = isinstance(line, list)
+        records, dead_letters = self._parse(line if chunk else [line])
         for dead in dead_letters:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
-        yield from records
+        if not chunk:
+            yield from records
+        elif records:
+            yield RecordList(records)
 
     @beam.DoFn.yields_batches
     def process_batch(self, lines: LineList) -> Iterator[RecordList]:
         records, dead_letters = self._parse(lines)
+        if records:  # valid records per file, per batch (a batch is one file's, as a rule)
+            sources = set(map(_SOURCE, records))
+            if len(sources) == 1:
+                Metrics.counter(FILE_RECORDS, sources.pop()).inc(len(records))
+            else:
+                for source, n in Counter(map(_SOURCE, records)).items():
+                    Metrics.counter(FILE_RECORDS, source).inc(n)
         if dead_letters:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letters)
         if records:
@@ -221,8 +237,9 @@ class _BundleAggregateFn(beam.DoFn):
         raise NotImplementedError
 
     def process(self, record: AccessRecord):
-        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner)."""
-        self._add((record,))
+        """Element-wise, for runners without Batched DoFns (the streaming DirectRunner); a
+        ``RecordList`` element (from the live stream's chunks) is added whole."""
+        self._add(record if isinstance(record, list) else (record,))
 
     @beam.DoFn.yields_elements
     def process_batch(self, records: RecordList):
@@ -314,10 +331,64 @@ class _MergeWindowStatsFn(beam.DoFn):
         )
 
 
+class _TotalsAccumulator:
+    """The whole run's stats so far: the first and last window start seen, and the merged
+    ``TrafficStatsCombineFn`` accumulator."""
+
+    __slots__ = ("first", "last", "stats")
+
+    def __init__(self, first, last, stats) -> None:
+        self.first = first
+        self.last = last
+        self.stats = stats
+
+    def __reduce__(self):
+        return _TotalsAccumulator, (self.first, self.last, self.stats)
+
+
+class TrafficTotalsCombineFn(beam.CombineFn):
+    """Combines ``(window start, partial accumulator)`` pairs (``PartialStatsFn``) into one
+    ``TrafficStats`` over everything: ``start`` the first window's start, ``end`` the last
+    window's end. Its cost is per partial (per bundle and window), never per record."""
+
+    def __init__(self, size: int, combine_fn: TrafficStatsCombineFn) -> None:
+        self.size = size
+        self.combine_fn = combine_fn
+
+    def create_accumulator(self) -> _TotalsAccumulator:
+        return _TotalsAccumulator(None, None, self.combine_fn.create_accumulator())
+
+    def add_input(self, acc: _TotalsAccumulator, keyed_partial) -> _TotalsAccumulator:
+        start, partial = keyed_partial
+        acc.first = start if acc.first is None else min(acc.first, start)
+        acc.last = start if acc.last is None else max(acc.last, start)
+        acc.stats = self.combine_fn.merge_accumulators([acc.stats, partial])
+        return acc
+
+    def merge_accumulators(self, accumulators) -> _TotalsAccumulator:
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            if acc.first is None:
+                continue
+            merged.first = acc.first if merged.first is None else min(merged.first, acc.first)
+            merged.last = acc.last if merged.last is None else max(merged.last, acc.last)
+            merged.stats = self.combine_fn.merge_accumulators([merged.stats, acc.stats])
+        return merged
+
+    def compact(self, acc):
+        return acc
+
+    def extract_output(self, acc: _TotalsAccumulator) -> TrafficStats:
+        first = 0 if acc.first is None else acc.first
+        last = first if acc.last is None else acc.last
+        return TrafficStats(first, last + self.size, *self.combine_fn.extract_output(acc.stats))
+
+
 class ComputeTrafficStats(beam.PTransform):
     """``PCollection[AccessRecord]`` (timestamped) -> ``TrafficStats`` for every
     ``FixedWindows(size)`` window (aligned to epoch multiples of ``size``) that has traffic,
-    each in its window.
+    each in its window; with ``totals=True``, a dict of that (``stats``) and ``totals``: one
+    ``TrafficStats`` over the whole input, the same partials combined globally.
 
     Records are pre-aggregated per bundle and window (``PartialStatsFn``); then:
 
@@ -329,35 +400,56 @@ class ComputeTrafficStats(beam.PTransform):
       so nothing needs to fire early, and a windowed GroupByKey would cost the FnApiRunner a
       general trigger state machine per window: ~1.3 s of a day's 8,640 ten-second windows,
       a fifth of the run. Both give the same stats in the same windows.
+
+    The totals are a ``CombineGlobally`` of the partials: once, at the end, in batch; in
+    streaming the global window fires after every new partial (accumulating), so the latest
+    totals are always written, even by a run stopped before its stream ends.
     """
 
-    def __init__(self, size: int = 10, top: int = 5) -> None:
+    def __init__(self, size: int = 10, top: int = 5, totals: bool = False) -> None:
         super().__init__()
         self.size = size
         self.top = top
+        self.totals = totals
 
     def expand(self, records):
         combine_fn = TrafficStatsCombineFn(self.top)
         partials = records | "PartialStats" >> beam.ParDo(PartialStatsFn(self.size, combine_fn))
-        if records.pipeline.options.view_as(StandardOptions).streaming or not records.is_bounded:
+        streaming = (
+            records.pipeline.options.view_as(StandardOptions).streaming or not records.is_bounded
+        )
+        if streaming:
             # Partials are keyed by window start as well as windowed, so each key holds a
             # single window. (One key with every window, as CombineGlobally gives, makes the
             # runner's trigger handling quadratic in the number of windows: a day took minutes.)
-            return (
+            stats = (
                 partials
                 | "StatsWindows" >> beam.WindowInto(window.FixedWindows(self.size))
                 | "MergeStats" >> beam.CombinePerKey(MergeStatsCombineFn(combine_fn))
                 | "WithWindow" >> beam.ParDo(_WithWindowFn()).with_output_types(TrafficStats)
             )
-        return (
-            partials
-            | "GroupPerWindow" >> beam.GroupByKey()
-            | "MergeStats"
-            >> beam.ParDo(_MergeWindowStatsFn(self.size, combine_fn)).with_output_types(
-                TrafficStats
+        else:
+            stats = (
+                partials
+                | "GroupPerWindow" >> beam.GroupByKey()
+                | "MergeStats"
+                >> beam.ParDo(_MergeWindowStatsFn(self.size, combine_fn)).with_output_types(
+                    TrafficStats
+                )
+                | "StatsWindows" >> beam.WindowInto(window.FixedWindows(self.size))
             )
-            | "StatsWindows" >> beam.WindowInto(window.FixedWindows(self.size))
-        )
+        if not self.totals:
+            return stats
+        if streaming:
+            partials = partials | "EveryPartial" >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+            )
+        totals = partials | "Totals" >> beam.CombineGlobally(
+            TrafficTotalsCombineFn(self.size, combine_fn)
+        ).without_defaults().with_output_types(TrafficStats)
+        return {"stats": stats, "totals": totals}
 
 
 class CountPerSecondFn(_BundleAggregateFn):

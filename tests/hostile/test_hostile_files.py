@@ -88,13 +88,18 @@ def test_special_files_under_the_glob_are_dead_letters_and_never_block(tmp_path)
     assert sum(s["hits"] for s in read_jsonl(out / "stats.jsonl")) == 40
     tally_out = tmp_path / "tally"
     result = run_cli("tally", "--input", str(data / "*.csv"), "--output", str(tally_out))
-    assert result.returncode == 0, result.stderr
+    # No valid log in any file: exit 1, with the one readable file told as what it is.
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "beam-tally tally: no log of good.csv (nor of the 6 other files) is a valid log; it is "
+        "an access log in CSV, which 'beam-tally monitor' reads"
+    ]
     tally_dead = read_jsonl(tally_out / "dead_letters.jsonl")
     assert {os.path.basename(d["source"]) for d in tally_dead} >= set(expected)
 
 
 def test_an_unlistable_folder_under_the_glob_is_a_dead_letter(tmp_path, monkeypatch):
-    from beam_tally.sources import match_input
+    from beam_tally.io.sources import match_input
 
     (tmp_path / "open").mkdir()
     (tmp_path / "open" / "a.log").write_text("x\n")
@@ -123,14 +128,24 @@ def complete_prefix(decompressor, data: bytes) -> bytes:
     return content[: content.rfind(b"\n") + 1]
 
 
-@pytest.mark.parametrize("suffix", [".gz", ".bz2"])
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst"])
 def test_a_truncated_archive_keeps_its_lines_and_is_one_file_dead_letter(tmp_path, capsys, suffix):
+    import zstandard
+
     content = lines_csv(30_000).encode()  # bzip2 blocks are 900 kB: several blocks
-    packed = gzip.compress(content) if suffix == ".gz" else bz2.compress(content, 1)
+    packed = {
+        ".gz": lambda: gzip.compress(content),
+        ".bz2": lambda: bz2.compress(content, 1),
+        ".zst": lambda: zstandard.ZstdCompressor().compress(content),
+    }[suffix]()
     cut = packed[: len(packed) * 2 // 3]
     path = tmp_path / f"cut.csv{suffix}"
     path.write_bytes(cut)
-    decompressor = zlib.decompressobj(31) if suffix == ".gz" else bz2.BZ2Decompressor()
+    decompressor = {
+        ".gz": lambda: zlib.decompressobj(31),
+        ".bz2": bz2.BZ2Decompressor,
+        ".zst": lambda: zstandard.ZstdDecompressor().decompressobj(),
+    }[suffix]()
     prefix = complete_prefix(decompressor, cut)
     requests = prefix.count(b"\n") - 1  # less the header
     assert 0 < requests < 30_000
@@ -140,7 +155,7 @@ def test_a_truncated_archive_keeps_its_lines_and_is_one_file_dead_letter(tmp_pat
     [dead] = read_jsonl(out / "dead_letters.jsonl")
     assert dead["where"] is None and dead["reason"].startswith("damaged file: ")
     assert sum(s["hits"] for s in read_jsonl(out / "stats.jsonl")) == requests
-    assert f"{requests:,} requests" in printed and "1 dead letters (damaged file 1)" in printed
+    assert f"{requests:,} requests" in printed and "1 dead letter (damaged file 1)" in printed
 
 
 def test_the_summary_does_not_claim_the_end_of_an_input_it_did_not_read():
@@ -148,7 +163,7 @@ def test_the_summary_does_not_claim_the_end_of_an_input_it_did_not_read():
 
     counters = {"alerts": 1, "recoveries": 0, "dead_letters": 1}
     damaged = format_monitor_summary(counters, {"damaged file": 1}, 1.0, "out")
-    assert "alert still active at the end of what was read (1 files" in damaged
+    assert "alert still active at the end of what was read (1 file not read to the end)" in damaged
     assert "at the end of the input" not in damaged
     whole = format_monitor_summary(counters, {"bad status": 1}, 1.0, "out")
     assert "alert still active at the end of the input" in whole
@@ -169,7 +184,7 @@ def test_a_corrupt_gzip_tally_document_is_a_damaged_file(tmp_path, capsys):
 
 
 def test_max_file_bytes_makes_a_bomb_a_dead_letter_with_bounded_memory(tmp_path, capsys):
-    from beam_tally.sources import PIECE, FileProblem, read_pieces
+    from beam_tally.io.sources import PIECE, FileProblem, read_pieces
 
     line = b'"10.0.0.1","-","u",1549573860,"GET /a HTTP/1.0",200,1\n'
     bomb = gzip.compress(HEADER.encode() + line * 4_000_000, 9)  # ~220 MB from ~0.6 MB
@@ -205,7 +220,7 @@ def test_max_file_bytes_must_be_positive(tmp_path, capsys):
 
 
 def test_the_producer_reads_compressed_files_as_the_batch_jobs_do(tmp_path):
-    from beam_tally.produce import access_poll
+    from beam_tally.live.produce import access_poll
 
     content = lines_csv(500).encode()
     (tmp_path / "a.csv.gz").write_bytes(gzip.compress(content))
@@ -224,8 +239,8 @@ def test_the_producer_reads_compressed_files_as_the_batch_jobs_do(tmp_path):
 
 
 def test_the_producer_reports_a_truncated_archive_once(tmp_path):
-    from beam_tally.produce import access_poll
-    from beam_tally.records import STREAM_ERROR
+    from beam_tally.live.produce import access_poll
+    from transforms.records import STREAM_ERROR
 
     content = lines_csv(2000).encode()
     packed = gzip.compress(content)
@@ -246,9 +261,9 @@ def test_the_producer_reports_a_truncated_archive_once(tmp_path):
 
 
 def test_the_producer_serves_special_files_as_dead_letters(tmp_path):
-    from beam_tally.produce import access_poll, tally_poll
-    from beam_tally.records import STREAM_ERROR, STREAM_ERROR_PREFIX
+    from beam_tally.live.produce import access_poll, tally_poll
     from tests.test_replay import FakeClock
+    from transforms.records import STREAM_ERROR, STREAM_ERROR_PREFIX
 
     expected = special_files(tmp_path)
     (tmp_path / "good.csv").write_text(lines_csv(3))
@@ -273,7 +288,7 @@ HOSTILE_NAME = "evil\x1b]0;owned\x07\x1b[2J\x9b31m\u202ename.csv"
 
 
 def test_the_producer_escapes_a_followed_file_name(tmp_path, capsys):
-    from beam_tally.produce import access_poll
+    from beam_tally.live.produce import access_poll
 
     path = tmp_path / HOSTILE_NAME
     path.write_text(lines_csv(20))

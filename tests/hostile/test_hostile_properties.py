@@ -9,9 +9,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beam_tally.records import AccessRecord
 from transforms import access_log
 from transforms.parse_logs import parse_log_document
+from transforms.records import AccessRecord
 
 VALID_CSV = '"10.0.0.1","-","apache",1549573860,"GET /api/user HTTP/1.0",200,1234'
 VALID_CLF = '10.0.0.1 - bob [07/Feb/2019:21:11:00 +0100] "GET /api/user HTTP/1.1" 200 1234'
@@ -140,7 +140,7 @@ def test_bracket_soup_documents(tokens):
 def test_the_reader_gives_every_line_once(tmp_path_factory, raw, block):
     from apache_beam import pvalue
 
-    from beam_tally.io import ReadLinesFn
+    from beam_tally.io.files import ReadLinesFn
 
     path = tmp_path_factory.mktemp("r") / "f.log"
     path.write_bytes(raw)

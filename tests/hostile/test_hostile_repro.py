@@ -36,7 +36,7 @@ def test_the_last_second_of_9999_reaches_every_sink(tmp_path, capsys):
 
 
 def test_iso_utc_agrees_with_datetime_and_goes_past_9999():
-    from beam_tally.timefmt import iso_utc, utc_text
+    from transforms.timefmt import iso_utc, utc_text
 
     for epoch in (0, 59, 86_399, 951_782_400, 1_549_573_860, 4_102_444_800, 253402300799):
         expected = datetime.fromtimestamp(epoch, UTC)
@@ -91,7 +91,9 @@ def test_output_and_input_with_glob_characters_are_taken_literally(tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == [
         "alerts.jsonl",
         "dead_letters.jsonl",
+        "report.html",
         "stats.jsonl",
+        "totals.jsonl",
     ]  # no temporary folder left behind
     doc = folder / "logs[1].json"
     doc.write_text('{"logs": [{"email": "a@x"}, {"email": "a@x"}]}')

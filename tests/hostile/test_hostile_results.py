@@ -44,7 +44,7 @@ def test_a_file_with_cr_only_line_endings_is_read_line_by_line(tmp_path, capsys)
 
 
 def test_the_producer_reads_cr_only_files_line_by_line(tmp_path):
-    from beam_tally.produce import access_poll
+    from beam_tally.live.produce import access_poll
 
     rows = [f'"10.0.0.1","-","-",{1549573860 + i},"GET /a HTTP/1.0",200,{i}' for i in range(4)]
     (tmp_path / "mac.csv").write_bytes("\r".join(rows).encode() + b"\r")
@@ -91,7 +91,7 @@ def test_produce_refuses_a_network_address_without_allow_remote(tmp_path, capsys
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "[::1]", "localhost"])
 def test_loopback_hosts_need_no_allow_remote(host):
-    from beam_tally.produce import is_loopback
+    from beam_tally.live.produce import is_loopback
 
     assert is_loopback(host)
     assert not is_loopback("0.0.0.0") and not is_loopback("::")

@@ -343,9 +343,9 @@ def test_monitor_counts_every_record_in_as_a_record_or_a_dead_letter(monitored, 
 
 
 def test_the_producer_reads_every_case_as_the_monitor_does(monitored):
-    from beam_tally.produce import access_poll
-    from beam_tally.records import STREAM_ERROR
+    from beam_tally.live.produce import access_poll
     from transforms import access_log
+    from transforms.records import STREAM_ERROR
 
     cases, folder, _ = monitored
     poll = access_poll(str(folder / "*"), "auto", follow=False)

@@ -21,8 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_tally.records import AccessLine, DeadLetter, SourceFile, truncate_raw
-from beam_tally.sources import (
+from beam_tally import progress
+from beam_tally.io.sources import (
     DEFAULT_MAX_FILE_BYTES,
     LINE_TOO_LONG,
     UNREADABLE,
@@ -34,6 +34,7 @@ from beam_tally.sources import (
 )
 from transforms import access_log
 from transforms.list_batches import LineList
+from transforms.records import AccessLine, DeadLetter, SourceFile, truncate_raw
 from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
 
 MAX_LINE_BYTES = 64 << 20
@@ -160,8 +161,10 @@ class ReadFileFn(beam.DoFn):
             reason = unreadable(err)
         else:
             self.files.inc()
+            progress.report(files=1, size=len(content))
             yield SourceFile(path, content)
             return
+        progress.report(files=1)
         dead = DeadLetter(path, None, reason, "")
         count_dead_letter(dead)
         yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
@@ -204,7 +207,7 @@ class WriteBundleFn(beam.DoFn):
     the element itself by default), into one new file under ``directory``, created at the
     bundle's first line; when the bundle ends, ``_done(path)`` says what becomes of it. Here, a
     temporary part: emits ``(directory, (name, part_path))`` for ``WriteJsonLines`` to
-    concatenate (the live sink, ``io_stream``, renames it instead)."""
+    concatenate."""
 
     def __init__(
         self, directory: str, name: str, to_text: Callable[[object], str] | None = None
@@ -339,10 +342,12 @@ class ReadLinesFn(beam.DoFn):
                         f"{LINE_TOO_LONG}: line {number + 1} is over {MAX_LINE_BYTES:,} "
                         "bytes: the rest of the file is not read"
                     )
+                lines = block.count(b"\n")
                 if block:
                     fmt = _file_format(block) if fmt is None else fmt
                     yield from self._batches(path, block, number, dead_letters, fmt)
-                    number += block.count(b"\n")
+                    number += lines
+                progress.report(size=len(piece), lines=lines)  # once per 4 MiB block
         except Exception as err:  # the rest of the file is one dead letter, for the file
             reason = err.args[0] if isinstance(err, FileProblem) else unreadable(err)
             dead_letters.append(DeadLetter(path, None, reason, truncate_raw(tail)))
@@ -353,6 +358,7 @@ class ReadLinesFn(beam.DoFn):
                 number += 1
             self.files.inc()
         self.lines.inc(number)
+        progress.report(files=1)
         for dead in dead_letters:
             count_dead_letter(dead)
         if dead_letters:

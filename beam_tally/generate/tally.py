@@ -15,7 +15,7 @@ import uuid
 
 import orjson
 
-from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
 from beam_tally.terminal import escape_control
 
 FIRST = [
@@ -180,34 +180,67 @@ def generate_tally(
     return written
 
 
+GENERATE_HELP = """usage: beam-tally generate tally|access --out PATH [options]
+
+Writes deterministic sample inputs (the same --seed always writes the same bytes):
+  tally    logs_xx.json files for 'beam-tally tally': Zipf-distributed emails (a few heavy users,
+           a long tail, some Unicode), optionally bad logs, whole bad files and empty files
+  access   one HTTP access log for 'beam-tally monitor', in the exercise's CSV or Common Log
+           Format: steady traffic with bursts, lines out of order, bad lines
+
+'beam-tally generate tally --help' and 'beam-tally generate access --help' give their flags."""
+
+
 def _tally_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="beam-tally generate tally", allow_abbrev=False, add_help=False)
-    parser.add_argument("--out", required=True, help="directory to write logs_xx.json into")
-    parser.add_argument("--files", type=int, default=10)
-    parser.add_argument("--logs_per_file", type=int, default=1000)
-    parser.add_argument("--emails", type=int, default=200)
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="folder to write logs_xx.json into"
+    )
+    parser.add_argument("--files", type=int, default=10, metavar="N", help="good files")
+    parser.add_argument(
+        "--logs_per_file", type=int, default=1000, metavar="N", help="logs in each good file"
+    )
+    parser.add_argument(
+        "--emails", type=int, default=200, metavar="N", help="distinct emails drawn from"
+    )
     parser.add_argument(
         "--bad_fraction",
         type=float,
         default=0.0,
+        metavar="F",
         help="fraction of logs replaced by bad ones (0..1)",
     )
     parser.add_argument(
-        "--bad_files", type=int, default=0, help="extra files that are not valid documents"
+        "--bad_files",
+        type=int,
+        default=0,
+        metavar="N",
+        help="extra files that are not valid documents",
     )
-    parser.add_argument("--empty_files", type=int, default=0, help='extra files with {"logs": []}')
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--empty_files", type=int, default=0, metavar="N", help='extra files with {"logs": []}'
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="random seed: same seed, same bytes"
+    )
     return parser
 
 
+TALLY_INTRO = """usage: beam-tally generate tally --out DIR [options]
+
+Writes logs_xx.json files for 'beam-tally tally', each {"logs":[{"id","email","message"}, ...]}."""
+
+
 def run(argv: list[str]) -> int:
+    if argv[:1] and argv[0] in ("-h", "--help"):
+        raise HelpRequested(GENERATE_HELP)
     if not argv or argv[0] not in ("tally",):
         raise UsageError(
             "say what to generate: 'beam-tally generate tally --out DIR ...' or "
             "'beam-tally generate access --out FILE ...'"
         )
     if any(arg in ("-h", "--help") for arg in argv[1:]):
-        raise HelpRequested(_tally_parser().format_help())
+        raise HelpRequested(f"{TALLY_INTRO}\n\n{flags_help(_tally_parser())}")
     args = _tally_parser().parse_args(argv[1:])
     if not 0.0 <= args.bad_fraction <= 1.0:
         raise UsageError("--bad_fraction must be between 0 and 1")

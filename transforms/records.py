@@ -4,7 +4,7 @@ Every record is a ``typing.NamedTuple`` registered with Beam's ``RowCoder``, so 
 have deterministic, compact coders on every runner. Fields use ``typing.Optional``: Beam's
 schema inference does not read ``X | None`` and would fall back to pickled, non-deterministic
 fields. Sequences are lists, as ``RowCoder`` decodes them. The ``*_json`` helpers are pure and
-produce exactly the lines DESIGN.md specifies.
+produce exactly the lines docs/design.md specifies.
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 import orjson
 
-from beam_tally.timefmt import iso_utc
+from transforms.timefmt import iso_utc
 
 RAW_LIMIT = 200
 """Dead letters keep at most this many characters of the offending input."""
@@ -44,23 +44,28 @@ class TallyEntry(NamedTuple):
 
 
 class FileTally(NamedTuple):
-    """The tally message of one file: entries sorted by total descending, then email."""
+    """The tally message of one file: entries sorted by total descending, then email.
+
+    ``note`` says, for the console, why a file's tally is empty or short (an empty file, a bad
+    one, bad logs: ``parse_logs.document_note``); it is not part of ``tallies.jsonl``."""
 
     source: str
     tally: Sequence[TallyEntry]
+    note: str = ""
 
 
 class GlobalTally(NamedTuple):
     """The global tally after ``files`` tally messages, the last one from ``after``.
 
-    ``applied`` is the tally message that produced this update; it is shown on the console and
-    is not part of ``global_tally.jsonl``.
+    ``applied`` is the tally message that produced this update, and ``note`` that message's
+    note; both are shown on the console and are not part of ``global_tally.jsonl``.
     """
 
     files: int
     after: str
     tally: Sequence[TallyEntry]
     applied: Sequence[TallyEntry]
+    note: str = ""
 
 
 class DeadLetter(NamedTuple):
@@ -75,7 +80,7 @@ class DeadLetter(NamedTuple):
 class AccessRecord(NamedTuple):
     """One HTTP access-log line. ``timestamp`` is the event time in whole epoch seconds; the
     ``section`` is the path up to its second ``/`` (``/api/user`` -> ``/api``). ``source`` and
-    ``line`` (beyond DESIGN.md's fields) say where it came from, so that a stage far downstream
+    ``line`` (beyond docs/design.md's fields) say where it came from, so that a stage far downstream
     (the alert detector, for a late line) can still dead-letter it with its origin."""
 
     host: str
@@ -239,3 +244,30 @@ def stats_json(stats: TrafficStats) -> str:
             "distinct_users": stats.distinct_users,
         }
     ).decode()
+
+
+def stats_from_json(row: dict) -> TrafficStats:
+    """The ``TrafficStats`` of a ``stats_json`` line (read back for the console)."""
+
+    def ranked(entries: list[dict], key: str, value: str) -> list[RankedCount]:
+        return [RankedCount(e[key], e[value]) for e in entries]
+
+    return TrafficStats(
+        row["start"],
+        row["end"],
+        row["hits"],
+        row["bytes"],
+        ranked(row["sections"], "section", "hits"),
+        sorted(RankedCount(name, value) for name, value in row["status_classes"].items()),
+        row["error_rate"],
+        ranked(row["hosts_by_hits"], "host", "hits"),
+        ranked(row["hosts_by_bytes"], "host", "bytes"),
+        ranked(row["users"], "user", "hits"),
+        row["distinct_hosts"],
+        row["distinct_users"],
+    )
+
+
+def alert_from_json(row: dict) -> Alert:
+    """The ``Alert`` of an ``alert_json`` line."""
+    return Alert(row["kind"], row["at"], row["hits"], row["average"])

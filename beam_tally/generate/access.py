@@ -24,9 +24,9 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from beam_tally.errors import HelpRequested, UsageError, UsageParser
+from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
 from beam_tally.terminal import escape_control
-from beam_tally.timefmt import iso_utc
+from transforms.timefmt import iso_utc
 
 FORMATS = ("csv", "clf")
 DEFAULT_START = 1549573860  # 2019-02-07T21:11:00Z, the exercise's first line
@@ -354,8 +354,14 @@ def _burst(text: str) -> tuple[int, int, float]:
 
 def _access_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="beam-tally generate access", allow_abbrev=False, add_help=False)
-    parser.add_argument("--out", required=True, help="the file to write")
-    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    parser.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        dest="fmt",
+        help="csv (the exercise's, with a header) or clf (Common Log Format)",
+    )
     parser.add_argument("--seconds", type=int, required=True, help="seconds of event time")
     parser.add_argument("--rate", type=float, required=True, help="mean lines per second")
     parser.add_argument(
@@ -375,9 +381,15 @@ def _access_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bad_fraction", type=float, default=0.0, help="fraction of bad lines (0..1)"
     )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--start", type=int, default=DEFAULT_START, help="epoch second of the first line"
+        "--seed", type=int, default=0, metavar="S", help="random seed: same seed, same bytes"
+    )
+    parser.add_argument(
+        "--start",
+        type=int,
+        default=DEFAULT_START,
+        metavar="EPOCH_S",
+        help="epoch second of the first line",
     )
     parser.add_argument("--utc_offset", default="+0000", help="time zone of clf times (+hhmm)")
     return parser
@@ -392,7 +404,11 @@ def run(argv: list[str]) -> int:
     if argv[:1] == ["access"]:
         argv = argv[1:]
     if any(arg in ("-h", "--help") for arg in argv):
-        raise HelpRequested(_access_parser().format_help())
+        raise HelpRequested(
+            "usage: beam-tally generate access --out FILE --format csv|clf --seconds N --rate R "
+            "[options]\n\nWrites one HTTP access log for 'beam-tally monitor'.\n\n"
+            + flags_help(_access_parser())
+        )
     args = _access_parser().parse_args(argv)
     if not 0.0 <= args.bad_fraction <= 1.0:
         raise UsageError("--bad_fraction must be between 0 and 1")

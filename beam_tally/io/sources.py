@@ -295,20 +295,30 @@ class Inflater:
     def _feed_zstd(self, raw: bytes) -> Iterator[bytes]:
         # zstandard's decompressobj has no output bound: feed it small slices (a zstd frame
         # expands at most ~32,000 times, so 64 KiB in stays within a few pieces' worth out).
+        # Each frame has a decompressor of its own (concatenated frames are read in turn).
         for start in range(0, len(raw), 1 << 16):
-            try:
-                out = self.decompressor.decompress(raw[start : start + (1 << 16)])
-            except Exception as err:  # zstandard.ZstdError
-                raise FileProblem(f"{DAMAGED}: corrupt zstd data ({err})") from None
-            for offset in range(0, len(out), self.piece):
-                yield from self._give(out[offset : offset + self.piece])
+            data = raw[start : start + (1 << 16)]
+            while data:
+                if self.between:
+                    self.decompressor = _new_decompressor("zstd")
+                    self.between = False
+                try:
+                    out = self.decompressor.decompress(data)
+                except Exception as err:  # zstandard.ZstdError
+                    raise FileProblem(f"{DAMAGED}: corrupt zstd data ({err})") from None
+                for offset in range(0, len(out), self.piece):
+                    yield from self._give(out[offset : offset + self.piece])
+                data = b""
+                if self.decompressor.eof:
+                    self.between = True
+                    data = self.decompressor.unused_data
 
     def finish(self) -> None:
         """``FileProblem`` if the compressed stream stopped before its end (a truncated file)."""
-        if self.kind is None or self.between or self.kind == "zstd":
+        if self.kind is None or self.between:
             return
         d = self.decompressor
-        if isinstance(d, (bz2.BZ2Decompressor, lzma.LZMADecompressor)):
+        if self.kind == "zstd" or isinstance(d, (bz2.BZ2Decompressor, lzma.LZMADecompressor)):
             whole = d.eof
         else:
             whole = d.eof and not d.unconsumed_tail

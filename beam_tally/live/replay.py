@@ -123,6 +123,7 @@ class Merger:
         self.finished: set[str] = set()
         self.idle: set[str] = set()
         self.watermark = NEG_INF  # the merged watermark so far; never goes back
+        self.caught_up = False  # followed, and no reader holds the watermark
 
     def apply(self, update: Update) -> None:
         buffer = self.buffers.get(update.reader)
@@ -161,6 +162,7 @@ class Merger:
             for name, buffer in (timed if follow else self.buffers).items()
             if name not in self.finished and name not in self.idle
         ]
+        self.caught_up = follow and not holding
         if not follow and self.all_finished:
             target = POS_INF
         elif holding:
@@ -248,6 +250,7 @@ class Session:
         self.pacer = Pacer(settings.speedup, clock)
         self.sent = NEG_INF  # the last watermark sent
         self.last_event = clock.now()
+        self.quiet_since: tuple[float, float] | None = None  # (clock, watermark) when caught up
         self.last_data: dict[str, float] = {}
 
     def _read(self) -> bool:
@@ -312,6 +315,24 @@ class Session:
         if batch:
             yield from self._send_when_due(batch, last_due, upto)
 
+    def _quiet_watermark(self, watermark: float) -> float:
+        """Followed files that all went quiet are caught up at the newest line; from then on
+        event time keeps passing with the clock (times ``speedup``), ``max_delay`` behind it:
+        silence in a followed log is time without traffic, so the windows after the newest line
+        close and the alert rule sees the quiet seconds, instead of the stream stopping at the
+        newest second."""
+        if not self.merger.caught_up or watermark in (NEG_INF, POS_INF):
+            self.quiet_since = None
+            return watermark
+        if self.quiet_since is None:
+            self.quiet_since = (self.clock.now(), watermark)
+        since, caught_up_at = self.quiet_since
+        passed = (self.clock.now() - since) * (self.settings.speedup or 1.0)
+        # still max_delay behind: a line written late within its budget is not made late
+        behind = max(0.0, passed - self.settings.max_delay)
+        self.merger.watermark = max(watermark, caught_up_at + behind)
+        return self.merger.watermark
+
     def _late(self, ts: float, item: Any, behind: float) -> tuple[float, Any]:
         """A late item, marked, at the watermark already sent (due at once when paced)."""
         marked = item if self.mark_late is None else self.mark_late(ts, item, behind)
@@ -335,6 +356,8 @@ class Session:
             released, watermark = self.merger.advance(follow)
             if self.settings.clock_watermark and watermark != POS_INF:
                 watermark = self.merger.watermark = max(watermark, self.clock.now())
+            elif follow:
+                watermark = self._quiet_watermark(watermark)
             items = late or released
             yield from self._paced(released, late)
             if watermark == POS_INF:

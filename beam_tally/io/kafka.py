@@ -5,7 +5,7 @@ The record format, shared by both sides:
 
 - a line (``AccessLine``) or a document (``SourceFile``): key = its source file's path, so a
   file's records stay in one partition and keep their order; value = the record's own coder
-  (``io_stream.stream_coder``); record timestamp = its event time in milliseconds;
+  (its coder in Beam's registry); record timestamp = its event time in milliseconds;
 - a watermark marker: key = ``MARKER_PREFIX`` + the producer's id, empty value, timestamp = the
   producer's watermark; written into every partition now and then, and a last time with the
   value ``end`` when the replay is done. The Java read (``EventTimeKafkaRead.java``) keeps each
@@ -124,9 +124,9 @@ class _DecodeFn(beam.DoFn):
         self.kind = kind
 
     def setup(self):
-        from beam_tally.io_stream import stream_coder
+        from beam_tally.io.stream import KINDS
 
-        self.coder = stream_coder(self.kind)
+        self.coder = beam.coders.registry.get_coder(KINDS[self.kind])
 
     def process(self, record):
         key, value = record
@@ -186,7 +186,7 @@ class ReadKafka(beam.PTransform):
         self.marker = marker
 
     def expand(self, pbegin):
-        from beam_tally.io_stream import KINDS
+        from beam_tally.io.stream import KINDS
 
         config = {
             "bootstrap.servers": self.bootstrap,
@@ -222,10 +222,10 @@ class KafkaWriter:
     def __init__(self, address: str, kind: str, partitions: int | None, timeout: float) -> None:
         from confluent_kafka import Producer
 
-        from beam_tally.io_stream import stream_coder
+        from beam_tally.io.stream import KINDS
 
         self.bootstrap, self.topic = parse_address(address)
-        self.coder = stream_coder(kind)
+        self.coder = beam.coders.registry.get_coder(KINDS[kind])
         self.id = uuid.uuid4().hex[:12]
         self.marker_key = MARKER_PREFIX + self.id.encode()
         self.failures: list[str] = []
@@ -324,7 +324,7 @@ def produce(args, make_poll, settings, mark_late_line, say) -> int:
     Ctrl-C) written into the topic; exits once the broker confirmed every record."""
     import signal
 
-    from beam_tally.replay import Elements, End, Session, SystemClock
+    from beam_tally.live.replay import Elements, End, Session, SystemClock
 
     writer = KafkaWriter(args.to, args.kind, args.partitions, args.broker_timeout)
     clock = SystemClock()

@@ -17,10 +17,9 @@ import threading
 import time
 from concurrent import futures
 
-from beam_tally.errors import HelpRequested, UsageError, UsageParser
-from beam_tally.paths import input_pattern
-from beam_tally.replay import Elements, End, Session, StreamSettings, SystemClock, Update
-from beam_tally.sources import (
+from beam_tally.errors import HelpRequested, UsageError, UsageParser, flags_help
+from beam_tally.io.paths import input_pattern, watched_folder
+from beam_tally.io.sources import (
     DEFAULT_MAX_FILE_BYTES,
     TOO_LARGE,
     FileProblem,
@@ -30,29 +29,17 @@ from beam_tally.sources import (
     open_input,
     read_pieces,
 )
+from beam_tally.live.replay import Elements, End, Session, StreamSettings, SystemClock, Update
 from beam_tally.terminal import escape_control, say
 
-HELP = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [--speedup N]
-          [--follow] [--max_delay 5] [--format auto|csv|clf]
-       beam-tally produce tally|access --input GLOB --to kafka://HOST:PORT/TOPIC
-          [--partitions N] [--speedup N] [--follow] [--max_delay 5] [--format auto|csv|clf]
+INTRO = """usage: beam-tally produce tally|access --input GLOB --serve HOST:PORT [options]
+       beam-tally produce tally|access --input GLOB --to kafka://HOST:PORT/TOPIC [options]
 
 Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --source HOST:PORT'.
   access         access-log lines, in event-time order within --max_delay seconds of disorder
   tally          logs_xx.json documents, oldest first, each stamped with the time it is served
-  --input GLOB   files to read (quote the glob), or a folder
-  --serve H:P    address to serve on, loopback (port 0 picks a free one and prints it)
-  --to kafka://HOST:PORT/TOPIC  write the replay into a Kafka topic instead (see README):
-                 each line or document one record, keyed by its file, its event time as the
-                 record timestamp; exits once the broker confirmed every record
-  --partitions N partitions of the topic when this creates it (default 1)
-  --broker_timeout S  seconds to wait for and retry a broker that is away (default 120)
-  --allow_remote allow an address other hosts can reach (the stream is unauthenticated)
-  --max_file_bytes N  content read from one file at most, decompressed (default 1 GiB)
-  --speedup N    pace by event time divided by N (default: as fast as possible)
-  --follow       keep reading lines appended to the files and new files matching GLOB
-  --max_delay S  reorder budget and watermark delay behind the newest line (default 5)
 Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
+
 
 BLOCK = 4 << 20  # bytes read from a file per poll
 MAX_LINE = 1 << 20  # a longer access line travels as a dead letter (gRPC's message limit)
@@ -62,26 +49,93 @@ CHUNK_FILES = 16
 
 def _parser() -> UsageParser:
     parser = UsageParser(prog="beam-tally produce", allow_abbrev=False, add_help=False)
-    parser.add_argument("kind", choices=["tally", "access"])
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--serve")
-    parser.add_argument("--to")
-    parser.add_argument("--partitions", type=int)
-    parser.add_argument("--broker_timeout", type=float, default=120.0)
-    parser.add_argument("--speedup", type=float)
-    parser.add_argument("--follow", action="store_true")
-    parser.add_argument("--max_delay", type=float, default=5.0)
-    parser.add_argument("--format", default="auto", choices=["auto", "csv", "clf"])
-    parser.add_argument("--max_file_bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
-    parser.add_argument("--allow_remote", action="store_true")
+    parser.add_argument("kind", choices=["tally", "access"], help="what the files hold")
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="GLOB",
+        help="files to read: a file, a folder (its files) or a glob (quote it)",
+    )
+    parser.add_argument(
+        "--serve",
+        metavar="HOST:PORT",
+        help="address to serve on, loopback (port 0 picks a free one and prints it)",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="kafka://HOST:PORT/TOPIC",
+        help="write the replay into a Kafka topic instead of serving it: each line or "
+        "document one record, keyed by its file, its event time the record's timestamp; "
+        "exits once the broker confirmed every record",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="partitions of the topic, when --to creates it (default 1)",
+    )
+    parser.add_argument(
+        "--broker_timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="seconds to wait for, and retry, a Kafka broker that is away",
+    )
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        metavar="N",
+        help="pace by event time divided by N (default: as fast as the consumer takes it)",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading lines appended to the files, and new files that --input matches "
+        "(its folder must exist)",
+    )
+    parser.add_argument(
+        "--max_delay",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="reorder budget, and how far the watermark trails the newest line, in seconds",
+    )
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "csv", "clf"],
+        help="access-log format (auto: told per file)",
+    )
+    parser.add_argument(
+        "--max_file_bytes",
+        type=int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="N",
+        help="content read from one file at most, decompressed (default: 1 GiB)",
+    )
+    parser.add_argument(
+        "--allow_remote",
+        action="store_true",
+        help="allow an address other hosts can reach (the stream is unauthenticated)",
+    )
+    parser.add_argument(
+        "--max_consumers",
+        type=int,
+        default=MAX_CONSUMERS,
+        metavar="N",
+        help="consumers served at once; one more is refused with a reason",
+    )
     parser.add_argument("--heartbeat", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--poll", type=float, default=0.2, help=argparse.SUPPRESS)
     return parser
 
 
+def help_text() -> str:
+    return f"{INTRO}\n\n{flags_help(_parser())}"
+
+
 def _pattern(path: str) -> str:
-    pattern = input_pattern(path)
-    return os.path.join(pattern, "*") if os.path.isdir(os.path.abspath(path)) else pattern
+    return input_pattern(path)  # a folder is the files in it, as for the batch jobs
 
 
 def _matches(pattern: str) -> list[str]:
@@ -120,7 +174,7 @@ class AccessFileReader:
         """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
         reader is finished: at the end of the file in a replay (``final``: an unterminated last
         line is a line too), or, followed, at the end of a file that was deleted."""
-        from beam_tally.io import unreadable
+        from beam_tally.io.files import unreadable
 
         pieces: list[bytes] = []
         try:
@@ -160,14 +214,14 @@ class AccessFileReader:
 
     def _error(self, reason: str):
         """A dead letter for the current line, which could not be sent as data."""
-        from beam_tally.records import STREAM_ERROR, AccessLine
+        from transforms.records import STREAM_ERROR, AccessLine
 
         return AccessLine(self.path, self.line, reason, STREAM_ERROR)
 
     def _lines(self, block: bytes, last: bool) -> list:
-        from beam_tally.io import _file_format
-        from beam_tally.records import AccessLine
+        from beam_tally.io.files import _file_format
         from transforms import access_log
+        from transforms.records import AccessLine
 
         data = self.tail + block
         if self.cr_only is None:  # lines ending with CR alone (classic Mac OS)
@@ -216,7 +270,7 @@ class AccessFileReader:
 
 def _file_error(path: str, reason: str):
     """A dead letter for a whole file (no line number)."""
-    from beam_tally.records import STREAM_ERROR, AccessLine
+    from transforms.records import STREAM_ERROR, AccessLine
 
     return AccessLine(path, 0, reason, STREAM_ERROR)
 
@@ -234,7 +288,7 @@ def access_poll(pattern: str, fmt: str, follow: bool, max_bytes: int = DEFAULT_M
     rotated file whose new name matches too, is read once). Followed, files that appear later
     get a reader too; a file that cannot be opened is one dead letter, tried again only once
     it changes."""
-    from beam_tally.io import unreadable
+    from beam_tally.io.files import unreadable
 
     readers: dict[tuple[int, int], AccessFileReader] = {}
     refused: dict[str, tuple] = {}  # path -> its signature when it could not be opened
@@ -285,9 +339,9 @@ def access_poll(pattern: str, fmt: str, follow: bool, max_bytes: int = DEFAULT_M
 def tally_poll(pattern: str, follow: bool, clock, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
     """Documents oldest first; in follow mode a new file is served once its size and mtime
     have not changed between two polls, and every path only once."""
-    from beam_tally.io import unreadable
-    from beam_tally.io_stream import MAX_ELEMENT_BYTES
-    from beam_tally.records import STREAM_ERROR_PREFIX, SourceFile
+    from beam_tally.io.files import unreadable
+    from beam_tally.io.stream import MAX_ELEMENT_BYTES
+    from transforms.records import STREAM_ERROR_PREFIX, SourceFile
 
     served: set[str] = set()
     last_seen: dict[str, tuple[int, int]] = {}
@@ -343,7 +397,7 @@ class _Service:
     """The gRPC servicer: each ``Events`` call streams a fresh replay."""
 
     def __init__(self, kind: str, make_poll, settings: StreamSettings) -> None:
-        from beam_tally.io_stream import stream_coder
+        from beam_tally.io.stream import stream_coder
 
         self.kind = kind
         self.coder = stream_coder(kind)
@@ -351,9 +405,18 @@ class _Service:
         self.settings = settings
 
     def Events(self, request, context):
-        from beam_tally.io_stream import elements_events, end_element, watermark_event
+        from beam_tally.io.stream import (
+            elements_events,
+            end_element,
+            stream_items,
+            watermark_event,
+        )
 
-        tag = request.output_ids[0] if request.output_ids else ""
+        if not request.output_ids:
+            # A consumer's check that it may connect (``io_stream.wait_for_source``): past
+            # --max_consumers gRPC refuses it before this; otherwise it gets no replay.
+            return
+        tag = request.output_ids[0]
         clock = SystemClock()
         served = late = 0
         _say(f"consumer connected from {context.peer()}")
@@ -371,15 +434,14 @@ class _Service:
                 _say(f"consumer left after {served:,} elements")
                 return
             if isinstance(event, End):
-                yield from elements_events(
-                    [(session.sent, end_element(self.kind))], self.coder, tag
-                )
+                end = [(session.sent, end_element(self.kind, served))]
+                yield from elements_events(stream_items(self.kind, end), self.coder, tag)
             elif isinstance(event, Elements):
                 if not served:  # the pacing origin, for latency measurements
                     first, at = session.pacer.origin or (event.items[0][0], time.time())
                     _say(f"first element: event time {first:.0f} due at {at:.3f}")
                 served += len(event.items)
-                yield from elements_events(event.items, self.coder, tag)
+                yield from elements_events(stream_items(self.kind, event.items), self.coder, tag)
             else:
                 yield watermark_event(event.at, tag)
         _say(f"replay finished: {served:,} elements served ({late:,} late)")
@@ -389,8 +451,8 @@ def late_line(ts: float, line, behind: float, max_delay: float):
     """A line more out of order than the reorder budget, as the consumer must see it: a
     ``late`` dead letter. Lines that are not requests (a header, a bad line) stay as they are,
     for the consumer's parser to skip or dead-letter for what they are."""
-    from beam_tally.records import STREAM_ERROR, AccessLine
     from transforms import access_log
+    from transforms.records import STREAM_ERROR, AccessLine
 
     if line.fmt == STREAM_ERROR:
         return line
@@ -420,6 +482,13 @@ def serve(args) -> int:
     from apache_beam.portability.api import beam_interactive_api_pb2_grpc as api_grpc
 
     pattern = _pattern(args.input)
+    if args.follow and "://" not in args.input:
+        folder = watched_folder(args.input)
+        if not os.path.isdir(folder):
+            raise UsageError(
+                f"--input: the folder {folder!r} does not exist, so --follow would wait on "
+                "nothing: create it first (new files are written into it, then renamed in)"
+            )
     if not args.follow and not _matches(pattern):
         raise UsageError(f"--input {args.input!r} matches no file: check the path, or use --follow")
     settings = StreamSettings(
@@ -440,15 +509,15 @@ def serve(args) -> int:
             return tally_poll(pattern, args.follow, clock, args.max_file_bytes)
 
     if args.to:
-        from beam_tally import io_kafka
+        from beam_tally.io import kafka as io_kafka
 
         return io_kafka.produce(args, make_poll, settings, late_line, _say)
     # No SO_REUSEPORT: a second producer on a taken port must fail, not share it. Each
     # connected consumer holds one worker thread for its whole stream.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_CONSUMERS),
+        futures.ThreadPoolExecutor(max_workers=args.max_consumers),
         options=[("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=MAX_CONSUMERS,
+        maximum_concurrent_rpcs=args.max_consumers,
     )
     service = _Service(args.kind, make_poll, settings)
     servicer = type(
@@ -499,20 +568,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _check_kafka_args(args) -> None:
+    from beam_tally.io.kafka import parse_address
+
+    if args.serve:
+        raise UsageError("give --serve HOST:PORT or --to kafka://HOST:PORT/TOPIC, not both")
+    parse_address(args.to)
+    if args.partitions is not None and args.partitions <= 0:
+        raise UsageError("--partitions must be a positive number")
+    if args.broker_timeout <= 0:
+        raise UsageError("--broker_timeout must be a positive number of seconds")
+
+
 def run(argv: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in argv):
-        raise HelpRequested(HELP)
+        raise HelpRequested(help_text())
     args = _parser().parse_args(argv)
     if args.to:
-        from beam_tally.io_kafka import parse_address
-
-        if args.serve:
-            raise UsageError("give --serve HOST:PORT or --to kafka://HOST:PORT/TOPIC, not both")
-        parse_address(args.to)
-        if args.partitions is not None and args.partitions <= 0:
-            raise UsageError("--partitions must be a positive number")
-        if args.broker_timeout <= 0:
-            raise UsageError("--broker_timeout must be a positive number of seconds")
+        _check_kafka_args(args)
         args.serve = "127.0.0.1:0"  # checked below like a loopback address; not served
     elif args.serve is None:
         raise UsageError("--serve HOST:PORT or --to kafka://HOST:PORT/TOPIC is required")
@@ -535,6 +608,8 @@ def run(argv: list[str]) -> int:
         raise UsageError("--speedup must be a positive number")
     if args.max_delay < 0:
         raise UsageError("--max_delay must be 0 or more seconds")
+    if args.max_consumers < 1:
+        raise UsageError("--max_consumers must be 1 or more")
     if args.max_file_bytes <= 0:
         raise UsageError("--max_file_bytes must be a positive number of bytes")
     sys.stdout.reconfigure(line_buffering=True)

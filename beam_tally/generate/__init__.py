@@ -1,0 +1,2 @@
+"""Deterministic generators of sample inputs: tally documents (``tally``), access logs
+(``access``)."""

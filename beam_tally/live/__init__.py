@@ -1,0 +1,2 @@
+"""The live producer (``produce``) and its pure reorder, merge, pace and watermark logic
+(``replay``)."""
