@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -225,7 +226,8 @@ def engine_path(engine: str) -> Path:
         "flink-cluster": root / f"flink-{FLINK_DIST_VERSION}",
         "sdk-worker": root / f"sdk-worker-boot-{beam_version()}" / "sdk-worker-boot",
         "kafka": root / f"kafka-{KAFKA_VERSION}",
-        "kafka-io": root / f"kafka-io-{beam}",
+        # named by the Java read's source too: a changed read is compiled anew
+        "kafka-io": root / f"kafka-io-{beam}-{_event_time_read_digest()}",
     }[engine]
 
 
@@ -317,12 +319,20 @@ _EVENT_TIME_READ = "EventTimeKafkaRead.java"
 _REGISTRAR = "org.apache.beam.sdk.expansion.ExternalTransformRegistrar"
 
 
+def _event_time_read_source() -> Path:
+    return Path(__file__).resolve().parent / "io" / _EVENT_TIME_READ
+
+
+def _event_time_read_digest() -> str:
+    return hashlib.sha256(_event_time_read_source().read_bytes()).hexdigest()[:12]
+
+
 def _build_event_time_read(lib: Path) -> None:
     """Compiles ``beam_tally/io/EventTimeKafkaRead.java`` (KafkaIO's read with a
     producer-driven watermark, see its comment) against ``lib`` into ``lib``'s jar of it, with
     the service entry that makes the expansion service find it."""
     javac = _require("javac", "building beam-tally's Kafka read")
-    source = Path(__file__).resolve().parent / "io" / _EVENT_TIME_READ
+    source = _event_time_read_source()
     classes = lib.parent / "classes"
     _client(
         [javac, "-nowarn", "-d", str(classes), "-cp", str(lib / "*"), str(source)],

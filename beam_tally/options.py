@@ -152,6 +152,14 @@ class StreamOptions(PipelineOptions):
             "offsets are committed at each Flink checkpoint",
         )
         parser.add_argument(
+            "--producers",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Kafka: how many producers write the topic of a kafka:// --source; the "
+            "watermark waits until each has written (default 1)",
+        )
+        parser.add_argument(
             "--stop_after",
             type=float,
             metavar="S",
@@ -301,14 +309,16 @@ def _check_source_runner(stream, runner) -> None:
         from beam_tally.io.kafka import parse_address
 
         parse_address(stream.source)
+        if stream.producers < 1:
+            raise UsageError("--producers must be 1 or more: how many producers write the topic")
         if name not in ("FlinkRunner", "flink"):
             raise UsageError(
                 "a kafka:// --source is read by Beam's Java KafkaIO, which runs here on "
                 f"--runner=FlinkRunner only, not --runner={runner}"
             )
         return
-    if stream.consumer_group:
-        raise UsageError("--consumer_group is for a kafka:// --source")
+    if stream.consumer_group or stream.producers != 1:
+        raise UsageError("--consumer_group and --producers are for a kafka:// --source")
     if name is not None and name not in ("DirectRunner", "direct"):
         raise UsageError(
             f"--source HOST:PORT is read by the DirectRunner only (its TestStream service), not "

@@ -20,6 +20,6 @@ HASH="$("$VENV/bin/python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$HASH" ]; then
   echo "installing beam-tally and its dependencies into $VENV (first run takes a minute)" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,dev,kafka]"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,dev]"
   echo "$HASH" > "$STAMP"
 fi

@@ -106,6 +106,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 group.initial.rebalance.delay.ms=0
 log.message.timestamp.type=CreateTime
+# Record timestamps are event times, maybe years old: nothing is deleted or rolled for age.
+log.retention.ms=-1
+log.roll.ms=9223372036854775807
 # A topic is made by the producer, with its --partitions; a consumer never makes one by accident.
 auto.create.topics.enable=false
 EOF

@@ -46,6 +46,7 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
     private Map<String, String> consumerConfig;
     private List<String> topics;
     private Boolean commitOffsetInFinalize;
+    private Long producers;
 
     public void setConsumerConfig(Map<String, String> consumerConfig) {
       this.consumerConfig = consumerConfig;
@@ -57,6 +58,10 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
 
     public void setCommitOffsetInFinalize(Boolean commitOffsetInFinalize) {
       this.commitOffsetInFinalize = commitOffsetInFinalize;
+    }
+
+    public void setProducers(Long producers) {
+      this.producers = producers;
     }
   }
 
@@ -72,7 +77,8 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
               .withKeyDeserializer(ByteArrayDeserializer.class)
               .withValueDeserializer(ByteArrayDeserializer.class)
               .withConsumerConfigUpdates(Map.copyOf(c.consumerConfig))
-              .withTimestampPolicyFactory(new MarkerPolicyFactory());
+              .withTimestampPolicyFactory(
+                  new MarkerPolicyFactory(c.producers == null ? 1 : c.producers.intValue()));
       if (Boolean.TRUE.equals(c.commitOffsetInFinalize)) {
         read = read.commitOffsetsInFinalize();
       }
@@ -81,10 +87,23 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
   }
 
   static class MarkerPolicyFactory implements TimestampPolicyFactory<byte[], byte[]> {
+    private final int producers;
+
+    MarkerPolicyFactory(int producers) {
+      this.producers = producers;
+    }
+
     @Override
     public TimestampPolicy<byte[], byte[]> createTimestampPolicy(
         TopicPartition partition, Optional<Instant> previousWatermark) {
-      return new MarkerPolicy(partition, previousWatermark.orElse(BoundedWindow.TIMESTAMP_MIN_VALUE));
+      // A restored reader starts from its checkpoint's watermark and trusts the producers it
+      // sees from there: one that ended before the checkpoint writes nothing more.
+      boolean restored =
+          previousWatermark.isPresent()
+              && previousWatermark.get().isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE);
+      int expected = restored ? 1 : producers;
+      return new MarkerPolicy(
+          partition, previousWatermark.orElse(BoundedWindow.TIMESTAMP_MIN_VALUE), expected);
     }
   }
 
@@ -97,11 +116,13 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
 
   static class MarkerPolicy extends TimestampPolicy<byte[], byte[]> {
     private final Map<String, Long> producers;
+    private final int expected;
     private Instant watermark;
 
-    MarkerPolicy(TopicPartition partition, Instant previous) {
+    MarkerPolicy(TopicPartition partition, Instant previous, int expected) {
       this.producers = PRODUCERS.computeIfAbsent(partition, p -> new ConcurrentHashMap<>());
       this.watermark = previous;
+      this.expected = expected;
     }
 
     @Override
@@ -122,6 +143,9 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
     }
 
     private void advance() {
+      if (producers.size() < expected) {
+        return; // a producer still to come may write lines older than the others' watermark
+      }
       long low = Long.MAX_VALUE;
       for (long millis : producers.values()) {
         low = Math.min(low, millis);

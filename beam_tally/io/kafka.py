@@ -34,6 +34,11 @@ SCHEME = "kafka://"
 URN = "beam:transform:beam-tally:kafka_read_event_time:v1"
 MARKER_PREFIX = b"\x00beam-tally-watermark:"
 END = b"end"
+# A replay's record timestamps are its lines' event times, maybe years old: Kafka's time-based
+# retention would delete them at once, and its time-based segment roll would start a segment
+# per batch. The topics the producer creates keep every record (README: "Live on a durable
+# log" says how to set an existing topic).
+TOPIC_CONFIG = {"retention.ms": "-1", "segment.ms": str(2**63 - 1)}
 MARKER_EVERY = 0.1  # seconds of wall time between two rounds of markers, at most one round
 
 
@@ -95,6 +100,7 @@ _ReadConfig = typing.NamedTuple(  # noqa: UP014
         ("consumer_config", typing.Mapping[str, str]),
         ("topics", list[str]),
         ("commit_offset_in_finalize", bool),
+        ("producers", int),
     ],
 )
 
@@ -173,13 +179,23 @@ class ReadKafka(beam.PTransform):
       group: the Kafka consumer group.
       marker: a path written when the producers' replays have all ended and been processed.
       commit: commit the offsets read at each completed checkpoint (needs checkpointing).
+      producers: how many producers write the topic: a partition's watermark stays at the
+        start of time until each has written a marker into it, so the first producer's
+        watermark cannot make the lines of one that starts a moment later late.
     """
 
     def __init__(
-        self, address: str, kind: str, group: str, marker: str | None = None, commit: bool = False
+        self,
+        address: str,
+        kind: str,
+        group: str,
+        marker: str | None = None,
+        commit: bool = False,
+        producers: int = 1,
     ) -> None:
         super().__init__()
         self.commit = commit
+        self.producers = producers
         self.bootstrap, self.topic = parse_address(address)
         self.kind = kind
         self.group = group
@@ -196,7 +212,9 @@ class ReadKafka(beam.PTransform):
         }
         records = pbegin | "KafkaIO" >> ExternalTransform(
             URN,
-            NamedTupleBasedPayloadBuilder(_ReadConfig(config, [self.topic], self.commit)),
+            NamedTupleBasedPayloadBuilder(
+                _ReadConfig(config, [self.topic], self.commit, self.producers)
+            ),
             expansion_service(),
         )
         if self.marker:
@@ -251,7 +269,8 @@ class KafkaWriter:
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         topic = admin.list_topics(self.topic, timeout=10).topics.get(self.topic)
         if topic is None or topic.error is not None:
-            future = admin.create_topics([NewTopic(self.topic, partitions or 1, 1)])[self.topic]
+            new = NewTopic(self.topic, partitions or 1, 1, config=dict(TOPIC_CONFIG))
+            future = admin.create_topics([new])[self.topic]
             try:
                 future.result(timeout=30)
             except KafkaException as err:

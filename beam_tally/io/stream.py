@@ -267,7 +267,7 @@ def live_source(options, kind: str, marker: str | None, job: str) -> beam.PTrans
         # Offsets are committed when a checkpoint completes: only with checkpoints on.
         interval = options.view_as(FlinkCheckpointOptions).checkpointing_interval
         commit = interval is not None and interval > 0
-        return ReadKafka(stream.source, kind, group, marker, commit)
+        return ReadKafka(stream.source, kind, group, marker, commit, stream.producers)
     return ReadStream(stream.source, kind, marker)
 
 
