@@ -216,6 +216,18 @@ class FlinkCheckpointOptions(PipelineOptions):
             "--savepoint_path",
             help="Flink: a savepoint or retained checkpoint (its chk-N folder) to restore.",
         )
+        parser.add_argument(
+            "--flink_conf_dir",
+            help="Flink: a folder with a Flink configuration for the job (an embedded "
+            "MiniCluster's restore from --savepoint_path is set through one).",
+        )
+        parser.add_argument(
+            "--finish_bundle_before_checkpointing",
+            action="store_true",
+            default=None,
+            help="Flink: finish each bundle before a checkpoint (set whenever checkpoints "
+            "are on: a Python stage's in-flight bundle is otherwise not in the checkpoint).",
+        )
 
 
 class _StrictParser(UsageParser, _BeamArgumentParser):

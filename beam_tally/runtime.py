@@ -279,6 +279,8 @@ def run_live(
     # (full since wait_for_source checked) is collected, for the run to report in one line.
     with _caught_thread_errors(stream_refused) as refused, while_running():
         result = p.run()
+        if kafka:  # an engine takes a while to start: say that the job is under way
+            print(f"beam-tally: the job runs, reading {stream.source}", file=sys.stderr)
         ended, failure = _run_until_stopped(
             result, stream, output, refused, _TopicEnd(marker) if kafka else bool
         )
@@ -348,7 +350,7 @@ def _run_until_stopped(
     return ended, failure
 
 
-KAFKA_END_GRACE = 3.0  # seconds between a Kafka run's end marker and its cancellation
+KAFKA_END_GRACE = 2.0  # seconds between a Kafka run's end marker and its cancellation
 
 
 def _wait_for_live_source(stream) -> bool:
@@ -371,8 +373,8 @@ def _restoring(options) -> bool:
 
 class _TopicEnd:
     """A topic has no end: a Kafka run ends ``KAFKA_END_GRACE`` seconds after its end marker
-    appeared (every producer's replay ended and the watermark passed the end of time), which
-    leaves the steps beside the marker's the time to write their last results."""
+    appeared (``kafka.MarkDrained``: every producer's replay ended and every result was
+    written), which leaves the console steps beside the writers the time to print the last."""
 
     def __init__(self, marker: str) -> None:
         self.marker = marker

@@ -1,6 +1,7 @@
 """The Kafka live path end to end: a real broker (scripts/kafka.sh), producers writing a replay
-into a topic (``produce --to kafka://``), and the monitor reading it on embedded Flink with
-Beam's cross-language KafkaIO; its outputs against the batch job's on the same lines.
+into a topic (``produce --to kafka://``), and both jobs reading it on embedded Flink with Beam's
+cross-language KafkaIO; their outputs against the batch job's, or an independent count, on the
+same input. One test kills a consumer mid-stream and resumes it from its last checkpoint.
 
 Marked ``engines``: they need java, javac and mvn (the broker, KafkaIO and the job server come
 from Maven into the cache on first use). Every process is bounded and stopped in ``finally``.
@@ -8,22 +9,32 @@ from Maven into the cache on first use). Every process is bounded and stopped in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from beam_tally.generate.access import generate_access
+from beam_tally.generate.tally import generate_tally
+from tests.conftest import independent_tally
 from tests.test_engines import need_tools, run_cli
 
 pytestmark = pytest.mark.engines
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA = ROOT / "scripts" / "kafka.sh"
+DEADLINE = 300  # seconds any one process of these tests may take
+ALERT = r"generated an alert|^Recovered from"
+FLINK = ["--runner=FlinkRunner"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +49,7 @@ def broker(tmp_path_factory):
             env=env,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=DEADLINE,
         )
         assert started.returncode == 0, started.stderr
         yield started.stdout.strip().splitlines()[-1]
@@ -46,6 +57,85 @@ def broker(tmp_path_factory):
         subprocess.run(
             ["bash", str(KAFKA), "stop"], check=False, env=env, capture_output=True, timeout=60
         )
+
+
+class Background:
+    """``python -m beam_tally ARGS`` in its own process group (the job server is its child),
+    its output lines kept with the time each came; ``stop`` kills the group."""
+
+    def __init__(self, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "beam_tally", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.out: list[tuple[float, str]] = []
+        self.err: list[tuple[float, str]] = []
+        self.threads = [
+            threading.Thread(target=self._pump, args=(self.popen.stdout, self.out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.popen.stderr, self.err), daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+        self.ended_at: float | None = None
+
+    @staticmethod
+    def _pump(stream, into) -> None:
+        for line in stream:
+            into.append((time.monotonic(), line.rstrip("\n")))
+
+    def lines(self, pattern: str, err: bool = False) -> list[tuple[float, str]]:
+        return [
+            (at, line) for at, line in (self.err if err else self.out) if re.search(pattern, line)
+        ]
+
+    def wait_until(self, ready, what: str, timeout: float = DEADLINE) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                tail = [line for _, line in self.err[-8:]]
+                raise AssertionError(f"{what}: not within {timeout} s; stderr: {tail}")
+            time.sleep(0.1)
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        try:
+            code = self.popen.wait(timeout=timeout)
+        finally:
+            self.stop()
+        self.ended_at = time.monotonic()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        assert code == 0, [line for _, line in self.err[-10:]]
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group: the consumer and its job server, as a crash would."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
+
+def create_topic(address: str, topic: str, partitions: int) -> None:
+    """The topic a consumer may wait on before any producer starts (as ``produce`` makes it)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from beam_tally.io.kafka import TOPIC_CONFIG
+
+    admin = AdminClient({"bootstrap.servers": address})
+    future = admin.create_topics([NewTopic(topic, partitions, 1, config=dict(TOPIC_CONFIG))])
+    future[topic].result(timeout=60)
 
 
 def lines_of(directory: Path, name: str) -> list[str]:
@@ -69,37 +159,24 @@ def same_as_batch(live: Path, batch: Path) -> None:
     assert max(running, key=lambda t: t["hits"]) == json.loads(lines_of(batch, "totals")[0])
 
 
-def produce(address: str, topic: str, path: str, *extra: str):
-    done = run_cli(
-        "produce",
-        "access",
-        "--input",
-        path,
-        "--to",
-        f"kafka://{address}/{topic}",
-        *extra,
-        timeout=300,
-    )
+def batch(pattern: str, out: Path) -> None:
+    done = run_cli("monitor", "--input", pattern, "--output", str(out))
     assert done.returncode == 0, done.stderr
-    assert "replay finished" in done.stdout
-    return done
 
 
-def monitor(address: str, topic: str, out: Path, *extra: str):
-    done = run_cli(
-        "monitor",
-        "--streaming",
-        "--source",
-        f"kafka://{address}/{topic}",
-        "--runner=FlinkRunner",
-        "--output",
-        str(out),
-        *extra,
-        timeout=400,
+def produce(address: str, topic: str, path: str, *extra: str) -> Background:
+    return Background(
+        "produce", "access", "--input", path, "--to", f"kafka://{address}/{topic}", *extra
     )
-    assert done.returncode == 0, done.stderr
-    assert "live run: the stream ended" in done.stdout
-    return done
+
+
+def consume(job: str, address: str, topic: str, out: Path, *extra: str) -> Background:
+    source = f"kafka://{address}/{topic}"
+    return Background(job, "--streaming", "--source", source, *FLINK, "--output", str(out), *extra)
+
+
+def running_job(consumer: Background) -> None:
+    consumer.wait_until(lambda: consumer.lines("the job runs", err=True), "the consumer's job")
 
 
 @pytest.fixture(scope="module")
@@ -119,62 +196,135 @@ def traffic(tmp_path_factory):
     return data
 
 
-def batch(pattern: str, out: Path) -> None:
-    done = run_cli("monitor", "--input", pattern, "--output", str(out))
-    assert done.returncode == 0, done.stderr
-
-
-def test_replay_into_kafka_then_monitor_on_flink_equals_batch(broker, traffic, tmp_path):
+def test_live_from_kafka_on_flink_prints_alerts_as_the_stream_goes_and_equals_batch(
+    broker, traffic, tmp_path
+):
     batch(str(traffic / "a.csv"), tmp_path / "batch")
-    produce(broker, "one", str(traffic / "a.csv"), "--partitions", "2", "--speedup", "1000")
-    done = monitor(broker, "one", tmp_path / "live")
+    create_topic(broker, "live", 2)
+    consumer = consume("monitor", broker, "live", tmp_path / "live")
+    producer = None
+    try:
+        running_job(consumer)
+        # 240 s of traffic in 24 s, its burst from second 80 on
+        producer = produce(broker, "live", str(traffic / "a.csv"), "--speedup", "10")
+        producer.wait()
+        consumer.wait()
+    finally:
+        for proc in (consumer, producer):
+            if proc is not None:
+                proc.stop()
     same_as_batch(tmp_path / "live", tmp_path / "batch")
-    assert lines_of(tmp_path / "batch", "alerts"), "the traffic must raise an alert"
-    # Each alert and recovery printed once (the write-once sink prints what it wrote first).
-    printed = [
-        line
-        for line in done.stdout.splitlines()
-        if "generated an alert" in line or line.startswith("Recovered from")
-    ]
-    assert len(printed) == len(lines_of(tmp_path / "batch", "alerts"))
+    expected = lines_of(tmp_path / "batch", "alerts")
+    assert expected, "the traffic must raise an alert"
+    printed = consumer.lines(ALERT)
+    assert len(printed) == len(expected)  # each printed once
+    assert printed[0][0] < producer.ended_at, "the first alert comes while the stream goes"
+    assert consumer.lines(r"^live run: the stream ended$")
 
 
 def test_two_producers_into_one_topic_equal_batch_over_both_files(broker, traffic, tmp_path):
     batch(str(traffic / "*.csv"), tmp_path / "batch")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "beam_tally",
-                "produce",
-                "access",
-                "--input",
-                str(traffic / name),
-                "--to",
-                f"kafka://{broker}/two",
-                "--partitions",
-                "3",
-                "--speedup",
-                "1000",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    producers = [
+        produce(broker, "two", str(traffic / name), "--partitions", "3", "--speedup", "1000")
         for name in ("a.csv", "b.csv")
     ]
     try:
-        for proc in procs:
-            _, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err
+        for proc in producers:
+            proc.wait()
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
-    monitor(broker, "two", tmp_path / "live", "--producers", "2")
+        for proc in producers:
+            proc.stop()
+    consumer = consume("monitor", broker, "two", tmp_path / "live", "--producers", "2")
+    try:
+        consumer.wait()
+    finally:
+        consumer.stop()
     same_as_batch(tmp_path / "live", tmp_path / "batch")
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete Flink checkpoint (``chk-N`` with its ``_metadata``) under ``root``."""
+    done = [path.parent for path in root.glob("*/chk-*/_metadata")]
+    return max(done, key=lambda path: int(path.name.split("-")[1]), default=None)
+
+
+def test_a_killed_consumer_resumes_from_its_checkpoint_and_nothing_is_lost_or_twice(
+    broker, tmp_path
+):
+    """The seed's failover: the consumer (its Flink job and job server) is killed mid-stream
+    and started again from its last retained checkpoint; the outputs at the end equal batch,
+    and each alert was printed once, by one run or the other."""
+    data = tmp_path / "access.csv"
+    generate_access(
+        str(data),
+        fmt="csv",
+        seconds=600,
+        rate=4,
+        bursts=[(100, 60, 25), (350, 60, 25)],
+        disorder=3,
+        bad_fraction=0.01,
+        seed=9,
+    )
+    batch(str(data), tmp_path / "batch")
+    checkpoints = tmp_path / "checkpoints"
+    flags = [
+        "--checkpointing_interval=2000",
+        "--state_backend=filesystem",
+        f"--state_backend_storage_path=file://{checkpoints}",
+        "--externalized_checkpoints_enabled",
+        "--retain_externalized_checkpoints_on_cancellation",
+    ]
+    out = tmp_path / "live"
+    create_topic(broker, "failover", 2)
+    first = consume("monitor", broker, "failover", out, *flags)
+    producer = second = None
+    try:
+        running_job(first)
+        producer = produce(broker, "failover", str(data), "--speedup", "10")  # 60 s
+        first.wait_until(
+            lambda: first.lines(ALERT) and latest_checkpoint(checkpoints),
+            "an alert printed and a checkpoint taken",
+        )
+        assert producer.running(), "the consumer must be killed while the stream goes on"
+        first.kill()
+        restore = latest_checkpoint(checkpoints)
+        second = consume("monitor", broker, "failover", out, *flags, f"--savepoint_path={restore}")
+        producer.wait()
+        second.wait()
+    finally:
+        for proc in (first, producer, second):
+            if proc is not None:
+                proc.stop()
+    same_as_batch(out, tmp_path / "batch")
+    printed = [line for _, line in first.lines(ALERT) + second.lines(ALERT)]
+    assert len(printed) == len(set(printed)) == len(lines_of(tmp_path / "batch", "alerts"))
+    assert second.lines(ALERT), "the resumed run prints the alerts after the kill"
+
+
+def test_tally_over_documents_in_a_topic_equals_an_independent_count(broker, tmp_path):
+    docs = tmp_path / "logs"
+    generate_tally(str(docs), files=5, logs_per_file=120, emails=9, bad_fraction=0.05, seed=4)
+    producer = Background(
+        "produce", "tally", "--input", str(docs), "--to", f"kafka://{broker}/docs"
+    )
+    try:
+        producer.wait()
+    finally:
+        producer.stop()
+    out = tmp_path / "live"
+    consumer = consume("tally", broker, "docs", out)
+    try:
+        consumer.wait()
+    finally:
+        consumer.stop()
+    updates = [json.loads(line) for line in lines_of(out, "global_tally")]
+    final = max(updates, key=lambda u: u["files"])
+    per_file, bad = independent_tally(str(docs / "*"))
+    assert final["files"] == len(per_file)
+    assert {e["email"]: e["total"] for e in final["global_tally"]} == dict(
+        sum(per_file.values(), Counter())
+    )
+    assert len(lines_of(out, "dead_letters")) == bad > 0
 
 
 def test_a_topic_the_producer_did_not_create_is_a_usage_error(broker, tmp_path):
@@ -183,7 +333,7 @@ def test_a_topic_the_producer_did_not_create_is_a_usage_error(broker, tmp_path):
         "--streaming",
         "--source",
         f"kafka://{broker}/nothing",
-        "--runner=FlinkRunner",
+        *FLINK,
         "--output",
         str(tmp_path / "out"),
         "--connect_timeout",

@@ -142,8 +142,7 @@ class _DecodeFn(beam.DoFn):
 
 
 class _MarkEndFn(beam.DoFn):
-    """Writes ``marker`` once the watermark passes the end of time: every producer that wrote
-    into the topic has written its end marker, and every window before it has fired."""
+    """Writes ``marker`` once its input's watermark passes the end of time."""
 
     SEEN = userstate.ReadModifyWriteStateSpec("seen", beam.coders.BooleanCoder())
     END_OF_TIME = userstate.TimerSpec("end", userstate.TimeDomain.WATERMARK)
@@ -167,17 +166,40 @@ class _MarkEndFn(beam.DoFn):
             handle.write(b"")
 
 
+class MarkDrained(beam.PTransform):
+    """A tuple of PCollections -> ``marker`` written once the watermark of every one of them
+    has passed the end of time: everything they carry has been processed. Fed with a Kafka
+    run's written outputs, that happens after every producer wrote its end marker and every
+    result was written (a topic has no end of its own)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def expand(self, pcolls):
+        pcolls = list(pcolls)
+        # One element that is always there, for the timer to be set even if nothing else is.
+        keyed = [pcolls[0].pipeline | "Always" >> beam.Create([(b"", b"")])]
+        for i, pcoll in enumerate(pcolls):
+            keyed.append(
+                pcoll
+                | f"Key{i}" >> beam.Map(lambda _: (b"", b"")).with_output_types(tuple[bytes, bytes])
+                | f"Global{i}" >> beam.WindowInto(window.GlobalWindows())
+            )
+        return keyed | "All" >> beam.Flatten() | "MarkTheEnd" >> beam.ParDo(_MarkEndFn(self.marker))
+
+
 class ReadKafka(beam.PTransform):
     """``PBegin`` -> the elements producers wrote into ``kafka://HOST:PORT/TOPIC``
     (``AccessLine`` for ``access``, ``SourceFile`` for ``tally``), timestamped with their event
-    time, under the producers' watermark. With ``commit``, offsets are committed for ``group``
-    when Flink completes a checkpoint; the end of every producer writes ``marker``, if given.
+    time, under the producers' watermark (at the end of time once every producer has written
+    its end marker). With ``commit``, offsets are committed for ``group`` when Flink completes
+    a checkpoint.
 
     Args:
       address: ``kafka://HOST:PORT/TOPIC``.
       kind: ``access`` or ``tally``.
       group: the Kafka consumer group.
-      marker: a path written when the producers' replays have all ended and been processed.
       commit: commit the offsets read at each completed checkpoint (needs checkpointing).
       producers: how many producers write the topic: a partition's watermark stays at the
         start of time until each has written a marker into it, so the first producer's
@@ -189,7 +211,6 @@ class ReadKafka(beam.PTransform):
         address: str,
         kind: str,
         group: str,
-        marker: str | None = None,
         commit: bool = False,
         producers: int = 1,
     ) -> None:
@@ -199,7 +220,6 @@ class ReadKafka(beam.PTransform):
         self.bootstrap, self.topic = parse_address(address)
         self.kind = kind
         self.group = group
-        self.marker = marker
 
     def expand(self, pbegin):
         from beam_tally.io.stream import KINDS
@@ -217,13 +237,6 @@ class ReadKafka(beam.PTransform):
             ),
             expansion_service(),
         )
-        if self.marker:
-            _ = (
-                records
-                | "KeyForTheEnd"
-                >> beam.Map(lambda record: (b"", b"")).with_output_types(tuple[bytes, bytes])
-                | "MarkTheEnd" >> beam.ParDo(_MarkEndFn(self.marker))
-            )
         return records | "Decode" >> beam.ParDo(_DecodeFn(self.kind)).with_output_types(
             KINDS[self.kind]
         )

@@ -256,8 +256,9 @@ def is_live_part(file_name: str, name: str) -> bool:
 
 
 def live_source(options, kind: str, marker: str | None, job: str) -> beam.PTransform:
-    """The read of a live run: the ``produce`` stream at ``--source HOST:PORT``, or a Kafka
-    topic at ``--source kafka://HOST:PORT/TOPIC`` (``kafka.ReadKafka``)."""
+    """The read of a live run: the ``produce`` stream at ``--source HOST:PORT`` (its end writes
+    ``marker``), or a Kafka topic at ``--source kafka://HOST:PORT/TOPIC`` (``kafka.ReadKafka``;
+    the job marks its end with ``kafka.MarkDrained`` over its outputs)."""
     from beam_tally.io.kafka import ReadKafka, is_kafka
     from beam_tally.options import FlinkCheckpointOptions, StreamOptions
 
@@ -267,7 +268,7 @@ def live_source(options, kind: str, marker: str | None, job: str) -> beam.PTrans
         # Offsets are committed when a checkpoint completes: only with checkpoints on.
         interval = options.view_as(FlinkCheckpointOptions).checkpointing_interval
         commit = interval is not None and interval > 0
-        return ReadKafka(stream.source, kind, group, marker, commit, stream.producers)
+        return ReadKafka(stream.source, kind, group, commit, stream.producers)
     return ReadStream(stream.source, kind, marker)
 
 

@@ -15,7 +15,7 @@ import apache_beam as beam
 
 from beam_tally import console, input_check, metrics, report
 from beam_tally.io.files import ReadAccessLogs, WriteJsonLines, WriteToConsole
-from beam_tally.io.kafka import WriteJsonLinesOnce, is_kafka
+from beam_tally.io.kafka import MarkDrained, WriteJsonLinesOnce, is_kafka
 from beam_tally.io.stream import WriteJsonLinesLive, end_marker, live_source
 from beam_tally.options import (
     ConsoleOptions,
@@ -135,6 +135,7 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
         }
         if is_kafka(source):  # a restore replays input: print and write each result once
             printed = named | "WriteOutputs" >> WriteJsonLinesOnce(io_opts.output, formats)
+            tuple(printed.values()) | "MarkDrained" >> MarkDrained(end_marker(io_opts.output))
         else:
             named | "WriteOutputs" >> (
                 WriteJsonLinesLive(

@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 
 from beam_tally import console, input_check, metrics, report
 from beam_tally.io.files import ReadLogFiles, WriteJsonLines, WriteToConsole
-from beam_tally.io.kafka import WriteJsonLinesOnce, is_kafka
+from beam_tally.io.kafka import MarkDrained, WriteJsonLinesOnce, is_kafka
 from beam_tally.io.stream import WriteJsonLinesLive, end_marker, live_source, per_document_windows
 from beam_tally.options import (
     ConsoleOptions,
@@ -121,9 +121,9 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
             "dead_letters.jsonl": dead_letter_json,
         }
         if is_kafka(source):  # a restore replays input: print and write each result once
-            printed = (named | "WriteOutputs" >> WriteJsonLinesOnce(output, formats))[
-                "global_tally.jsonl"
-            ]
+            written = named | "WriteOutputs" >> WriteJsonLinesOnce(output, formats)
+            tuple(written.values()) | "MarkDrained" >> MarkDrained(end_marker(output))
+            printed = written["global_tally.jsonl"]
         elif source:  # written as the run goes; the final tally is the last update
             named | "WriteOutputs" >> WriteJsonLinesLive(
                 output, formats, options.view_as(StreamOptions).roll_seconds
