@@ -25,7 +25,7 @@ from beam_tally.io.sources import DEFAULT_MAX_FILE_BYTES
 DEFAULT_RUNNER = "DirectRunner"
 __all__ = [
     "ConsoleOptions",
-    "FlinkCheckpointOptions",
+    "FlinkJobOptions",
     "IOOptions",
     "MonitorOptions",
     "StreamOptions",
@@ -181,9 +181,9 @@ class StreamOptions(PipelineOptions):
         )
 
 
-class FlinkCheckpointOptions(PipelineOptions):
-    """Flink's checkpoint flags (Beam's Java FlinkPipelineOptions, which the job server reads):
-    declared here because unknown flags are refused before the job server is asked."""
+class FlinkJobOptions(PipelineOptions):
+    """Flags of Beam's Java FlinkPipelineOptions (checkpoints, restore, bundles), which the job
+    server reads: declared here because unknown flags are refused before it is asked."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -227,6 +227,13 @@ class FlinkCheckpointOptions(PipelineOptions):
             default=None,
             help="Flink: finish each bundle before a checkpoint (set whenever checkpoints "
             "are on: a Python stage's in-flight bundle is otherwise not in the checkpoint).",
+        )
+        parser.add_argument(
+            "--max_bundle_time_mills",
+            type=int,
+            help="Flink: a bundle closes after this many milliseconds at most (Beam's default "
+            "1000; a Kafka run sets 100: the watermark passes a Python stage only as its "
+            "bundle ends, so this bounds the latency of each stage).",
         )
 
 

@@ -366,9 +366,9 @@ def _wait_for_live_source(stream) -> bool:
 
 
 def _restoring(options) -> bool:
-    from beam_tally.options import FlinkCheckpointOptions
+    from beam_tally.options import FlinkJobOptions
 
-    return bool(options.view_as(FlinkCheckpointOptions).savepoint_path)
+    return bool(options.view_as(FlinkJobOptions).savepoint_path)
 
 
 class _TopicEnd:

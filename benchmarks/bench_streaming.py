@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speedup", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--data_root", default="bench_data")
+    parser.add_argument(
+        "--kafka", action="store_true", help="also through Kafka and Flink (kafka_path.py)"
+    )
     parser.add_argument("--worker", choices=["versions"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -227,6 +230,18 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             throughput(args, root, tmp)
             latency(args, root, tmp)
+            if args.kafka:
+                import kafka_path
+
+                path = os.path.join(root, f"access_{args.seconds}s.csv")
+                kafka_path.run(
+                    args,
+                    path,
+                    traffic(path, args.seconds),
+                    alerts(os.path.join(tmp, "batch")),
+                    os.path.join(root, f"access_{args.latency_seconds}s.csv"),
+                    tmp,
+                )
     except harness.BenchError as err:
         print(f"\nFAILED: {err}", file=sys.stderr)
         return 1

@@ -5,7 +5,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import shutil
+import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -75,3 +79,43 @@ def independent_tally(pattern: str) -> tuple[dict[str, Counter], int]:
 def tmp_out(tmp_path):
     out = tmp_path / "out"
     return str(out)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def need_tools(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI runs the engine tests: install {', '.join(missing)}")
+    pytest.skip(f"engine tests need {', '.join(missing)} on PATH (CI installs them)")
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory):
+    """``scripts/flink_cluster.sh start`` with its state in a temporary folder (a user's own
+    cluster is never touched); stopped when the session ends, whatever happened."""
+    need_tools("java", "mvn")
+    env = {**os.environ, "BEAM_TALLY_FLINK_CLUSTER": str(tmp_path_factory.mktemp("flink"))}
+    script = str(ROOT / "scripts" / "flink_cluster.sh")
+    try:
+        started = subprocess.run(
+            [script, "start"], env=env, capture_output=True, text=True, timeout=900, check=False
+        )
+        assert started.returncode == 0, started.stderr[-3000:]
+        address = started.stdout.strip().splitlines()[-1]
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
+        again = subprocess.run(
+            [script, "start"], env=env, capture_output=True, text=True, timeout=120, check=True
+        )
+        assert again.stdout.strip().splitlines()[-1] == address  # idempotent: same cluster
+        yield address
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120, check=False)
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120, check=False)
+    status = subprocess.run(
+        [script, "status"], env=env, capture_output=True, timeout=120, check=False
+    )
+    assert status.returncode == 1  # stopped, and a second stop was harmless

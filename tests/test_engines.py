@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from apache_beam.transforms import window
 from beam_tally import engines
 from beam_tally.generate.access import generate_access
 from beam_tally.generate.tally import generate_tally
+from tests.conftest import need_tools
 from tests.test_alert_rule import reference_alerts
 from tests.test_traffic_transforms import burst, record
 from transforms.records import AccessRecord
@@ -49,15 +49,6 @@ COMPARED = {
     "tally": ["tallies.jsonl", "dead_letters.jsonl", "global_tally_final.json"],
     "monitor": ["stats.jsonl", "alerts.jsonl", "dead_letters.jsonl"],
 }
-
-
-def need_tools(*tools: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if not missing:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI runs the engine tests: install {', '.join(missing)}")
-    pytest.skip(f"engine tests need {', '.join(missing)} on PATH (CI installs them)")
 
 
 def run_cli(*args: str, timeout: float = RUN_TIMEOUT, env: dict | None = None):
@@ -181,34 +172,6 @@ def test_batch_job_on_an_embedded_engine_equals_the_direct_runner(
     out = tmp_path / "out"
     done = run_cli(*job_args(job, inputs, out), f"--runner={engine}")
     assert_same_as_direct(job, done, out, direct)
-
-
-@pytest.fixture(scope="session")
-def flink_cluster(tmp_path_factory):
-    """``scripts/flink_cluster.sh start`` with its state in a temporary folder (a user's own
-    cluster is never touched); stopped when the session ends, whatever happened."""
-    need_tools("java", "mvn")
-    env = {**os.environ, "BEAM_TALLY_FLINK_CLUSTER": str(tmp_path_factory.mktemp("flink"))}
-    script = str(ROOT / "scripts" / "flink_cluster.sh")
-    try:
-        started = subprocess.run(
-            [script, "start"], env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        assert started.returncode == 0, started.stderr[-3000:]
-        address = started.stdout.strip().splitlines()[-1]
-        assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
-        again = subprocess.run(
-            [script, "start"], env=env, capture_output=True, text=True, timeout=120, check=True
-        )
-        assert again.stdout.strip().splitlines()[-1] == address  # idempotent: same cluster
-        yield address
-    finally:
-        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120, check=False)
-        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120, check=False)
-    status = subprocess.run(
-        [script, "status"], env=env, capture_output=True, timeout=120, check=False
-    )
-    assert status.returncode == 1  # stopped, and a second stop was harmless
 
 
 @pytest.mark.parametrize("job", ["tally", "monitor"])

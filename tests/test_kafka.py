@@ -25,8 +25,8 @@ import pytest
 
 from beam_tally.generate.access import generate_access
 from beam_tally.generate.tally import generate_tally
-from tests.conftest import independent_tally
-from tests.test_engines import need_tools, run_cli
+from tests.conftest import independent_tally, need_tools
+from tests.test_engines import run_cli
 
 pytestmark = pytest.mark.engines
 
@@ -105,15 +105,29 @@ class Background:
         return self.popen.poll() is None
 
     def wait(self, timeout: float = DEADLINE) -> int:
+        """Waits for a clean exit, after which nothing of the process group may be left (a job
+        server that outlives its run holds 1.5 GB)."""
         try:
             code = self.popen.wait(timeout=timeout)
+            self.ended_at = time.monotonic()
+            left = self._group_left(10)
         finally:
             self.stop()
-        self.ended_at = time.monotonic()
         for thread in self.threads:
             thread.join(timeout=10)
         assert code == 0, [line for _, line in self.err[-10:]]
+        assert not left, "a process of the run (its job server?) outlived it"
         return code
+
+    def _group_left(self, grace: float) -> bool:
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.popen.pid, 0)
+            except ProcessLookupError:
+                return False
+            time.sleep(0.2)
+        return True
 
     def kill(self) -> None:
         """SIGKILL to the whole group: the consumer and its job server, as a crash would."""
@@ -235,6 +249,26 @@ def test_two_producers_into_one_topic_equal_batch_over_both_files(broker, traffi
         for proc in producers:
             proc.stop()
     consumer = consume("monitor", broker, "two", tmp_path / "live", "--producers", "2")
+    try:
+        consumer.wait()
+    finally:
+        consumer.stop()
+    same_as_batch(tmp_path / "live", tmp_path / "batch")
+
+
+def test_the_monitor_reads_a_topic_on_a_flink_cluster_too(broker, traffic, flink_cluster, tmp_path):
+    """The standalone cluster (scripts/flink_cluster.sh) at --parallelism=2: the job server ships
+    KafkaIO to its TaskManager with the job."""
+    batch(str(traffic / "b.csv"), tmp_path / "batch")
+    producer = produce(broker, "cluster", str(traffic / "b.csv"), "--partitions", "2")
+    try:
+        producer.wait()
+    finally:
+        producer.stop()
+    consumer = consume(
+        "monitor", broker, "cluster", tmp_path / "live",
+        f"--flink_master={flink_cluster}", "--parallelism=2",
+    )  # fmt: skip
     try:
         consumer.wait()
     finally:

@@ -59,9 +59,20 @@ def parse_address(address: str) -> tuple[str, str]:
     return parts.netloc, topic
 
 
+def _need_client() -> None:
+    """confluent-kafka is an extra (``beam-tally[kafka]``): one line if it is missing."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError as err:
+        raise UsageError(
+            "kafka:// needs the Kafka client: pip install 'beam-tally[kafka]' (or confluent-kafka)"
+        ) from err
+
+
 def wait_for_broker(bootstrap: str, timeout: float, topic: str | None = None) -> None:
     """Waits up to ``timeout`` seconds for a broker at ``bootstrap`` (and for ``topic`` on it,
     which a producer creates); ``UsageError`` if none."""
+    _need_client()
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -251,6 +262,7 @@ class KafkaWriter:
     sent again (while the broker is away, up to ``timeout`` seconds) and never twice."""
 
     def __init__(self, address: str, kind: str, partitions: int | None, timeout: float) -> None:
+        _need_client()
         from confluent_kafka import Producer
 
         from beam_tally.io.stream import KINDS

@@ -260,13 +260,13 @@ def live_source(options, kind: str, marker: str | None, job: str) -> beam.PTrans
     ``marker``), or a Kafka topic at ``--source kafka://HOST:PORT/TOPIC`` (``kafka.ReadKafka``;
     the job marks its end with ``kafka.MarkDrained`` over its outputs)."""
     from beam_tally.io.kafka import ReadKafka, is_kafka
-    from beam_tally.options import FlinkCheckpointOptions, StreamOptions
+    from beam_tally.options import FlinkJobOptions, StreamOptions
 
     stream = options.view_as(StreamOptions)
     if is_kafka(stream.source):
         group = stream.consumer_group or f"beam-tally-{job}"
         # Offsets are committed when a checkpoint completes: only with checkpoints on.
-        interval = options.view_as(FlinkCheckpointOptions).checkpointing_interval
+        interval = options.view_as(FlinkJobOptions).checkpointing_interval
         commit = interval is not None and interval > 0
         return ReadKafka(stream.source, kind, group, commit, stream.producers)
     return ReadStream(stream.source, kind, marker)

@@ -19,7 +19,7 @@ from beam_tally.io.kafka import MarkDrained, WriteJsonLinesOnce, is_kafka
 from beam_tally.io.stream import WriteJsonLinesLive, end_marker, live_source
 from beam_tally.options import (
     ConsoleOptions,
-    FlinkCheckpointOptions,
+    FlinkJobOptions,
     IOOptions,
     MonitorOptions,
     StreamOptions,
@@ -81,7 +81,7 @@ ended and been processed (README: "Live on a durable log").
         (MonitorOptions, "monitor"),
         (ConsoleOptions, "console"),
         (StreamOptions, "live (with --streaming)"),
-        (FlinkCheckpointOptions, "checkpoints (FlinkRunner)"),
+        (FlinkJobOptions, "Flink (FlinkRunner)"),
     )
 }
 
