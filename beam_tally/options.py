@@ -157,7 +157,7 @@ class StreamOptions(PipelineOptions):
             default=1,
             metavar="N",
             help="Kafka: how many producers write the topic of a kafka:// --source; the "
-            "watermark waits until each has written (default 1)",
+            "watermark waits until each has written (default: 1)",
         )
         parser.add_argument(
             "--stop_after",
