@@ -272,13 +272,18 @@ def run_live(
     if FileSystems.exists(marker):  # from an earlier run into the same directory
         _remove(marker)
     started = time.perf_counter()
-    p = beam.Pipeline(options=options)
-    build(p, options)
-    # Beam's stream reader runs in a thread of its own: a producer that refuses this consumer
-    # (full since wait_for_source checked) is collected, for the run to report in one line.
-    with _caught_thread_errors(stream_refused) as refused, while_running():
-        result = p.run()
-        ended, failure = _run_until_stopped(result, stream, output, refused)
+    previous = tune_gc()  # as in batch: each chunk of lines allocates thousands of objects
+    try:
+        p = beam.Pipeline(options=options)
+        build(p, options)
+        # Beam's stream reader runs in a thread of its own: a producer that refuses this
+        # consumer (full since wait_for_source checked) is collected, for the run to report in
+        # one line.
+        with _caught_thread_errors(stream_refused) as refused, while_running():
+            result = p.run()
+            ended, failure = _run_until_stopped(result, stream, output, refused)
+    finally:
+        restore_gc(previous)
     if refused:
         raise UsageError(FULL.format(endpoint=stream.source))
     if failure:
