@@ -295,6 +295,51 @@ def test_stats_in_streaming_fire_per_window_as_the_watermark_passes():
         assert_that(stats | beam.Map(lambda s: (s.start, s.hits)), equal_to(sorted(counts.items())))
 
 
+def test_partial_stats_bundle_total_is_its_windows_merged_and_leaves_them_intact():
+    from transforms.traffic import BUNDLE_TOTALS, PartialStatsFn
+
+    fn = TrafficStatsCombineFn(top=3)
+    records = [record(t, host=f"h{t % 3}", size=t) for t in (5, 12, 13, 27, 8)]
+    partial = PartialStatsFn(10, fn, totals=True)
+    partial.start_bundle()
+    partial.process(records)  # a RecordList-like chunk, as the live stream gives
+    outputs = list(partial.finish_bundle())
+    (total,) = [o.value for o in outputs if getattr(o, "tag", None) == BUNDLE_TOTALS]
+    windows = {o.value[0]: o.value[1] for o in outputs if getattr(o, "tag", None) is None}
+    assert sorted(windows) == [0, 10, 20]
+    assert [fn.extract_output(windows[s])[0] for s in (0, 10, 20)] == [2, 2, 1]
+    first, last, merged = total.value
+    assert (first, last, total.timestamp) == (0, 20, 0)
+    one_pass = fn.create_accumulator()
+    for r in records:
+        fn.add_input(one_pass, r)
+    assert fn.extract_output(merged) == fn.extract_output(one_pass)
+
+
+def test_streaming_totals_are_every_record_so_far_whatever_the_bundles():
+    rng = random.Random(9)
+    batches = [[record(t, size=t % 7) for t in rng.sample(range(n, n + 30), 12)] for n in (0, 40)]
+    stream = TestStream().advance_watermark_to(0)
+    for batch in batches:
+        stream = stream.add_elements(stamped(batch)).advance_watermark_to(batch[-1].timestamp + 31)
+    every = [r for batch in batches for r in batch]
+    first, last = min(r.timestamp for r in every), max(r.timestamp for r in every)
+    with streaming_pipeline() as p:
+        computed = p | stream.advance_watermark_to_infinity() | ComputeTrafficStats(10, totals=True)
+        latest = computed["totals"] | beam.Map(lambda t: (t.hits, t.bytes, t.start, t.end))
+        expected = (
+            len(every),
+            sum(r.bytes for r in every),
+            first - first % 10,
+            last - last % 10 + 10,
+        )
+
+        def latest_is_everything(updates):  # each update holds every record so far
+            assert updates and max(updates) == expected, (updates, expected)
+
+        assert_that(latest, latest_is_everything)
+
+
 def test_stats_of_an_unbounded_input_without_the_streaming_flag_still_fire_per_window():
     # A TestStream is unbounded: the transform must take its windowed path even when the
     # options do not say --streaming (the DirectRunner switches to streaming by itself).
