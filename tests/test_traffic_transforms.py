@@ -375,3 +375,46 @@ def test_streaming_first_bundle_not_earliest_and_an_outlier_second():
             equal_to(reference_alerts(timestamps, 1.0, 10)),
         )
         assert_that(result[LATE], equal_to([]), label="NoLate")
+
+
+class _FakeState:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+
+class _FakeTimer:
+    def __init__(self):
+        self.set_at: dict[str, int] = {}
+
+    def set(self, timestamp, dynamic_timer_tag=""):
+        self.set_at[dynamic_timer_tag] = int(timestamp.micros // 1_000_000)
+
+
+def test_detector_sets_a_timer_at_each_second_the_watermark_may_pass_beside_the_first():
+    """Seconds within ``max_delay`` of the newest get a timer each, beside the one at the
+    first second to evaluate: an advance past several fires them in one round."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.traffic import DetectHighTrafficFn
+
+    fn = DetectHighTrafficFn(1.0, 10, max_delay=3)
+    rule, pending, progress, end = _FakeState(), _FakeState(), _FakeTimer(), _FakeTimer()
+    seconds = {s: ([1], {"f": [s]}) for s in range(100, 111)}
+    list(fn.process(("all", seconds), GlobalWindow(), rule, pending, progress, end))
+    # the first at 108 (the newest, 110, max_delay behind, plus one), then 109, 110, 111
+    assert progress.set_at == {"": 108, "109": 109, "110": 110, "111": 111}
+    assert pending.value == 108
+    # fired at 109 (the watermark passed 108): seconds up to 108 evaluated, the rest followed
+    progress.set_at.clear()
+    list(fn.on_progress(Timestamp(109), rule, pending, progress))
+    assert progress.set_at == {"": 110, "111": 111}

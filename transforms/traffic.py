@@ -519,7 +519,9 @@ class DetectHighTrafficFn(beam.DoFn):
     """Keyed stateful detector over per-second counts.
 
     A second is evaluated once the watermark has passed it (timer ``progress``, kept
-    ``max_delay`` seconds behind the newest second seen) or the input has ended (timer ``end``).
+    ``max_delay`` seconds behind the newest second seen, and one more for each second after
+    that up to the newest, so one advance past several evaluates them together) or the input
+    has ended (timer ``end``).
     Counts for a second already evaluated are late: their lines leave as ``late`` dead letters.
     """
 
@@ -543,6 +545,15 @@ class DetectHighTrafficFn(beam.DoFn):
         """Where the watermark will be once ``newest`` is ``max_delay`` behind it (never before
         the next second to evaluate)."""
         return max(newest - self.max_delay, rule.cursor or min(rule.counts, default=newest)) + 1
+
+    def _each_second(self, progress, target: int, newest: int) -> None:
+        """A timer as the watermark passes each second from ``target`` to ``newest`` (at most
+        ``max_delay`` of them), beside the one at ``target``: the runner fires every timer the
+        watermark has passed in one round, so an advance past several of these seconds
+        evaluates them all at once, where the one timer, set again at each firing, would step
+        a second a round (a bundle, and one for each step downstream, per second)."""
+        for second in range(target, newest + 1):
+            progress.set(Timestamp(second + 1), dynamic_timer_tag=str(second + 1))
 
     def process(
         self,
@@ -570,11 +581,13 @@ class DetectHighTrafficFn(beam.DoFn):
         # A pending timer is never pushed later (it must fire as soon as the watermark reaches
         # it), but is moved earlier by a bundle whose newest second is earlier: one outlier
         # second far ahead then holds evaluation back only until the next bundle.
-        target = self._target(rule, max(seconds))
+        newest = max(seconds)
+        target = self._target(rule, newest)
         scheduled = pending.read()
         if scheduled is None or target < scheduled:
             progress.set(Timestamp(target))
             pending.write(target)
+        self._each_second(progress, target, newest)
         end.set(win.max_timestamp())
 
     def _evaluate(self, rule_state, until: int, rule: TrafficAlertRule | None = None):
@@ -600,6 +613,7 @@ class DetectHighTrafficFn(beam.DoFn):
         if target > fired_at:  # newer seconds arrived meanwhile: follow the watermark to them
             progress.set(Timestamp(target))
             pending.write(target)
+            self._each_second(progress, target, rule.last_second)
         else:
             pending.clear()
 
