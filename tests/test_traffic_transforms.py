@@ -418,3 +418,24 @@ def test_detector_sets_a_timer_at_each_second_the_watermark_may_pass_beside_the_
     progress.set_at.clear()
     list(fn.on_progress(Timestamp(109), rule, pending, progress))
     assert progress.set_at == {"": 110, "111": 111}
+
+
+def test_streaming_totals_step_emits_everything_so_far_after_each_bundle_total():
+    from transforms.traffic import UpdateTotalsFn
+
+    fn = TrafficStatsCombineFn(top=2)
+    update = UpdateTotalsFn(10, fn)
+    state = _FakeState()
+    bundles = [[record(3, size=1), record(14, size=2)], [record(41, size=4)], [record(7, size=8)]]
+    emitted = []
+    for batch in bundles:
+        acc = fn.create_accumulator()
+        for r in batch:
+            fn.add_input(acc, r)
+        starts = [r.timestamp - r.timestamp % 10 for r in batch]
+        emitted += list(update.process(("totals", (min(starts), max(starts), acc)), state))
+    assert [(t.start, t.end, t.hits, t.bytes) for t in emitted] == [
+        (0, 20, 2, 3),
+        (0, 50, 3, 7),
+        (0, 50, 4, 15),
+    ]

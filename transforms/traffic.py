@@ -25,7 +25,7 @@ from apache_beam import pvalue
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
@@ -404,6 +404,29 @@ class TrafficTotalsCombineFn(beam.CombineFn):
         return TrafficStats(first, last + self.size, *self.combine_fn.extract_output(acc.stats))
 
 
+class UpdateTotalsFn(beam.DoFn):
+    """Streaming: ``(key, bundle total)`` -> the whole run's ``TrafficStats`` so far, after
+    each bundle total (``TrafficTotalsCombineFn`` over one key, its accumulator in state).
+
+    In place of a ``CombineGlobally`` in a global window fired after every element: that is
+    seven steps (window, key, reify, group, combine, unkey), each a bundle per stream event on
+    the streaming DirectRunner, and a firing recombines every input so far; this is one step
+    that merges each input once. It emits as it processes (no timer), so its output is never
+    behind the watermark. The accumulator is kept pickled, as the detector's rule is."""
+
+    TOTALS = ReadModifyWriteStateSpec("totals", BytesCoder())
+
+    def __init__(self, size: int, combine_fn: TrafficStatsCombineFn) -> None:
+        self.totals_fn = TrafficTotalsCombineFn(size, combine_fn)
+
+    def process(self, keyed, totals=beam.DoFn.StateParam(TOTALS)) -> Iterator[TrafficStats]:
+        pickled = totals.read()
+        acc = self.totals_fn.create_accumulator() if pickled is None else pickle.loads(pickled)
+        acc = self.totals_fn.add_input(acc, keyed[1])
+        totals.write(pickle.dumps(acc, pickle.HIGHEST_PROTOCOL))
+        yield self.totals_fn.extract_output(acc)
+
+
 class ComputeTrafficStats(beam.PTransform):
     """``PCollection[AccessRecord]`` (timestamped) -> ``TrafficStats`` for every
     ``FixedWindows(size)`` window (aligned to epoch multiples of ``size``) that has traffic,
@@ -421,11 +444,11 @@ class ComputeTrafficStats(beam.PTransform):
       general trigger state machine per window: ~1.3 s of a day's 8,640 ten-second windows,
       a fifth of the run. Both give the same stats in the same windows.
 
-    The totals are a ``CombineGlobally`` of each bundle's partials merged (``BUNDLE_TOTALS``):
-    once, at the end, in batch; in streaming the global window fires after every new bundle
-    total (accumulating, so each firing recombines every input so far: one per bundle, not one
-    per window), and the latest totals are always written, even by a run stopped before its
-    stream ends.
+    The totals combine each bundle's partials merged (``BUNDLE_TOTALS``) with
+    ``TrafficTotalsCombineFn``: a ``CombineGlobally``, once, at the end, in batch; in
+    streaming one keyed stateful step (``UpdateTotalsFn``) emits the totals so far after every
+    bundle, so the latest totals are always written, even by a run stopped before its stream
+    ends.
     """
 
     def __init__(self, size: int = 10, top: int = 5, totals: bool = False) -> None:
@@ -470,14 +493,16 @@ class ComputeTrafficStats(beam.PTransform):
         if not self.totals:
             return stats
         if streaming:
-            bundle_totals = bundle_totals | "EveryPartial" >> beam.WindowInto(
-                window.GlobalWindows(),
-                trigger=trigger.Repeatedly(trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+            totals = (
+                bundle_totals
+                | "OneKey" >> beam.WithKeys("totals")
+                | "Totals"
+                >> beam.ParDo(UpdateTotalsFn(self.size, combine_fn)).with_output_types(TrafficStats)
             )
-        totals = bundle_totals | "Totals" >> beam.CombineGlobally(
-            TrafficTotalsCombineFn(self.size, combine_fn)
-        ).without_defaults().with_output_types(TrafficStats)
+        else:
+            totals = bundle_totals | "Totals" >> beam.CombineGlobally(
+                TrafficTotalsCombineFn(self.size, combine_fn)
+            ).without_defaults().with_output_types(TrafficStats)
         return {"stats": stats, "totals": totals}
 
 
