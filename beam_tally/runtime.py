@@ -273,17 +273,22 @@ def run_live(
     if FileSystems.exists(marker):  # from an earlier run into the same directory
         _remove(marker)
     started = time.perf_counter()
-    p = beam.Pipeline(options=options)
-    build(p, options)
-    # Beam's stream reader runs in a thread of its own: a producer that refuses this consumer
-    # (full since wait_for_source checked) is collected, for the run to report in one line.
-    with _caught_thread_errors(stream_refused) as refused, while_running():
-        result = p.run()
-        if kafka:  # an engine takes a while to start: say that the job is under way
-            print(f"beam-tally: the job runs, reading {stream.source}", file=sys.stderr)
-        ended, failure = _run_until_stopped(
-            result, stream, output, refused, _TopicEnd(marker) if kafka else bool
-        )
+    previous = tune_gc()  # as in batch: each chunk of lines allocates thousands of objects
+    try:
+        p = beam.Pipeline(options=options)
+        build(p, options)
+        # Beam's stream reader runs in a thread of its own: a producer that refuses this
+        # consumer (full since wait_for_source checked) is collected, for the run to report in
+        # one line.
+        with _caught_thread_errors(stream_refused) as refused, while_running():
+            result = p.run()
+            if kafka:  # an engine takes a while to start: say that the job is under way
+                print(f"beam-tally: the job runs, reading {stream.source}", file=sys.stderr)
+            ended, failure = _run_until_stopped(
+                result, stream, output, refused, _TopicEnd(marker) if kafka else bool
+            )
+    finally:
+        restore_gc(previous)
     if refused:
         raise UsageError(FULL.format(endpoint=stream.source))
     if failure:

@@ -571,6 +571,44 @@ def test_clf_round_trip(data):
     assert access_log._parse_clf_careful(line) == record
 
 
+def _parsed_time(text: str, fmt: str) -> int | None:
+    try:
+        record = parse_line(text, fmt)
+    except BadLine:
+        return None
+    return None if record is None else record.timestamp
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_event_time_is_the_time_parse_line_gives_whatever_the_line(data):
+    fmt = data.draw(st.sampled_from(["csv", "clf"]))
+    if data.draw(st.booleans()):  # a well-formed line, possibly with a date out of range
+        record = data.draw(records(names=CSV_TEXT if fmt == "csv" else CLF_NAME))
+        line = (format_csv if fmt == "csv" else format_clf)(data.draw, record)
+    else:
+        line = data.draw(st.text())
+    assert access_log.event_time(line, fmt) == _parsed_time(line, fmt)
+
+
+@pytest.mark.parametrize(
+    ("line", "fmt"),
+    [
+        ('"remotehost","rfc931","authuser","date","request","status","bytes"', "csv"),
+        ('"10.0.0.1","-","u","1549573860","GET /a HTTP/1.0",200,12', "csv"),
+        ('"10.0.0.1","-","u","999999999999","GET /a HTTP/1.0",200,12', "csv"),
+        ('"10.0.0.1","-","u","15x","GET /a HTTP/1.0",200,12', "csv"),
+        ('1.2.3.4 - - [09/May/2018:16:00:39 +0200] "GET /a HTTP/1.0" 200 1', "clf"),
+        ('1.2.3.4 - - [31/Feb/2018:16:00:39 +0000] "GET /a HTTP/1.0" 200 1', "clf"),
+        ('1.2.3.4 - - [09/May/2018:16:00:39 +0000] "GET /a HTTP/1.0" 200 -', "clf"),
+        ("", "csv"),
+        ("  ", "clf"),
+    ],
+)
+def test_event_time_of_usual_and_bad_lines(line, fmt):
+    assert access_log.event_time(line, fmt) == _parsed_time(line, fmt)
+
+
 @given(st.text())
 def test_any_text_parses_or_is_a_bad_line(text):
     for fmt in ("csv", "clf"):

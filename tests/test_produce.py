@@ -6,6 +6,8 @@ import os
 
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beam_tally.live.produce import access_poll, tally_poll
 from tests.conftest import direct_pipeline
@@ -228,3 +230,44 @@ def test_long_lines_never_make_a_stream_message_larger_than_grpc_takes():
         events = list(elements_events(chunks, coder, "tag"))
         assert max(event.ByteSize() for event in events) < 4 << 20
         assert all(ts == min(t for t, _ in items if _ in chunk) for ts, chunk in chunks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a.log", "b/c.csv", "é.log"]),
+            st.integers(0, 10**9),
+            st.text(st.characters(blacklist_categories=("Cs",))),
+            st.sampled_from(["", "csv", "clf", "error", "end"]),
+        ),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_a_chunk_of_lines_decodes_to_the_same_lines_whatever_they_hold(rows, one_file):
+    """Columns for the usual chunk (one file's lines: source and format once), rows for text
+    JSON would escape into more bytes than UTF-8 takes; either way the same lines come back."""
+    from beam_tally.io.stream import stream_coder
+    from transforms.list_batches import LineList
+
+    if one_file:
+        rows = [("a.log", number, text, "csv") for _, number, text, _ in rows]
+    chunk = LineList(AccessLine(*row) for row in rows)
+    coder = stream_coder("access")
+    encoded = coder.encode(chunk)
+    decoded = coder.decode(encoded)
+    assert decoded == chunk and type(decoded) is LineList
+    assert all(type(line) is AccessLine for line in decoded)
+    characters = sum(len(line.text) for line in chunk)
+    assert len(encoded) <= 3 * characters + 64 * len(chunk) + 64 or encoded[:1] == b"r"
+
+
+def test_a_chunk_of_control_characters_is_no_larger_than_utf8_would_be():
+    from beam_tally.io.stream import stream_coder
+    from transforms.list_batches import LineList
+
+    chunk = LineList([AccessLine("f.log", 1, "\x01" * 100_000, "clf")])
+    encoded = stream_coder("access").encode(chunk)
+    assert len(encoded) < 100_000 + 100
+    assert stream_coder("access").decode(encoded) == chunk

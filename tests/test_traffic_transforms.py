@@ -295,6 +295,51 @@ def test_stats_in_streaming_fire_per_window_as_the_watermark_passes():
         assert_that(stats | beam.Map(lambda s: (s.start, s.hits)), equal_to(sorted(counts.items())))
 
 
+def test_partial_stats_bundle_total_is_its_windows_merged_and_leaves_them_intact():
+    from transforms.traffic import BUNDLE_TOTALS, PartialStatsFn
+
+    fn = TrafficStatsCombineFn(top=3)
+    records = [record(t, host=f"h{t % 3}", size=t) for t in (5, 12, 13, 27, 8)]
+    partial = PartialStatsFn(10, fn, totals=True)
+    partial.start_bundle()
+    partial.process(records)  # a RecordList-like chunk, as the live stream gives
+    outputs = list(partial.finish_bundle())
+    (total,) = [o.value for o in outputs if getattr(o, "tag", None) == BUNDLE_TOTALS]
+    windows = {o.value[0]: o.value[1] for o in outputs if getattr(o, "tag", None) is None}
+    assert sorted(windows) == [0, 10, 20]
+    assert [fn.extract_output(windows[s])[0] for s in (0, 10, 20)] == [2, 2, 1]
+    first, last, merged = total.value
+    assert (first, last, total.timestamp) == (0, 20, 0)
+    one_pass = fn.create_accumulator()
+    for r in records:
+        fn.add_input(one_pass, r)
+    assert fn.extract_output(merged) == fn.extract_output(one_pass)
+
+
+def test_streaming_totals_are_every_record_so_far_whatever_the_bundles():
+    rng = random.Random(9)
+    batches = [[record(t, size=t % 7) for t in rng.sample(range(n, n + 30), 12)] for n in (0, 40)]
+    stream = TestStream().advance_watermark_to(0)
+    for batch in batches:
+        stream = stream.add_elements(stamped(batch)).advance_watermark_to(batch[-1].timestamp + 31)
+    every = [r for batch in batches for r in batch]
+    first, last = min(r.timestamp for r in every), max(r.timestamp for r in every)
+    with streaming_pipeline() as p:
+        computed = p | stream.advance_watermark_to_infinity() | ComputeTrafficStats(10, totals=True)
+        latest = computed["totals"] | beam.Map(lambda t: (t.hits, t.bytes, t.start, t.end))
+        expected = (
+            len(every),
+            sum(r.bytes for r in every),
+            first - first % 10,
+            last - last % 10 + 10,
+        )
+
+        def latest_is_everything(updates):  # each update holds every record so far
+            assert updates and max(updates) == expected, (updates, expected)
+
+        assert_that(latest, latest_is_everything)
+
+
 def test_stats_of_an_unbounded_input_without_the_streaming_flag_still_fire_per_window():
     # A TestStream is unbounded: the transform must take its windowed path even when the
     # options do not say --streaming (the DirectRunner switches to streaming by itself).
@@ -330,3 +375,67 @@ def test_streaming_first_bundle_not_earliest_and_an_outlier_second():
             equal_to(reference_alerts(timestamps, 1.0, 10)),
         )
         assert_that(result[LATE], equal_to([]), label="NoLate")
+
+
+class _FakeState:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+
+class _FakeTimer:
+    def __init__(self):
+        self.set_at: dict[str, int] = {}
+
+    def set(self, timestamp, dynamic_timer_tag=""):
+        self.set_at[dynamic_timer_tag] = int(timestamp.micros // 1_000_000)
+
+
+def test_detector_sets_a_timer_at_each_second_the_watermark_may_pass_beside_the_first():
+    """Seconds within ``max_delay`` of the newest get a timer each, beside the one at the
+    first second to evaluate: an advance past several fires them in one round."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.traffic import DetectHighTrafficFn
+
+    fn = DetectHighTrafficFn(1.0, 10, max_delay=3)
+    rule, pending, progress, end = _FakeState(), _FakeState(), _FakeTimer(), _FakeTimer()
+    seconds = {s: ([1], {"f": [s]}) for s in range(100, 111)}
+    list(fn.process(("all", seconds), GlobalWindow(), rule, pending, progress, end))
+    # the first at 108 (the newest, 110, max_delay behind, plus one), then 109, 110, 111
+    assert progress.set_at == {"": 108, "109": 109, "110": 110, "111": 111}
+    assert pending.value == 108
+    # fired at 109 (the watermark passed 108): seconds up to 108 evaluated, the rest followed
+    progress.set_at.clear()
+    list(fn.on_progress(Timestamp(109), rule, pending, progress))
+    assert progress.set_at == {"": 110, "111": 111}
+
+
+def test_streaming_totals_step_emits_everything_so_far_after_each_bundle_total():
+    from transforms.traffic import UpdateTotalsFn
+
+    fn = TrafficStatsCombineFn(top=2)
+    update = UpdateTotalsFn(10, fn)
+    state = _FakeState()
+    bundles = [[record(3, size=1), record(14, size=2)], [record(41, size=4)], [record(7, size=8)]]
+    emitted = []
+    for batch in bundles:
+        acc = fn.create_accumulator()
+        for r in batch:
+            fn.add_input(acc, r)
+        starts = [r.timestamp - r.timestamp % 10 for r in batch]
+        emitted += list(update.process(("totals", (min(starts), max(starts), acc)), state))
+    assert [(t.start, t.end, t.hits, t.bytes) for t in emitted] == [
+        (0, 20, 2, 3),
+        (0, 50, 3, 7),
+        (0, 50, 4, 15),
+    ]

@@ -391,6 +391,25 @@ def parse_line(text: str, fmt: str, source: str = "", line: int = 0) -> AccessRe
     return parser(text, source, line)
 
 
+def event_time(text: str, fmt: str) -> int | None:
+    """The event time ``parse_line(text, fmt)`` gives the line's record, or ``None`` when it
+    gives none (a blank line, the CSV header) or raises ``BadLine``. Only the time is taken
+    from a line of the usual shape, without building its record: the producer needs nothing
+    else of each line it serves (the consumer parses it)."""
+    fast = _CSV_FAST if fmt == CSV else _CLF_FAST if fmt == CLF else None
+    match = fast.fullmatch(text) if fast is not None else None
+    try:
+        if match is None:
+            record = parse_line(text, fmt)
+            return None if record is None else record.timestamp
+        if fmt == CSV:
+            timestamp = int(match.group(4))
+            return timestamp if timestamp <= MAX_TIMESTAMP else None
+        return _clf_time(match.group(4))
+    except BadLine:
+        return None
+
+
 def _csv_shaped(text: str) -> bool:
     try:
         return len(_split_csv(text)) == len(CSV_HEADER)

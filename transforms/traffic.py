@@ -25,7 +25,7 @@ from apache_beam import pvalue
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
@@ -247,14 +247,21 @@ class _BundleAggregateFn(beam.DoFn):
         return iter(())
 
 
+BUNDLE_TOTALS = "bundle_totals"
+
+
 class PartialStatsFn(_BundleAggregateFn):
     """Pre-aggregates a bundle's records per stats window: one ``(window start, accumulator)``
     per window the bundle touched, timestamped at the window's start. Only these partials are
-    windowed and shuffled, not every record."""
+    windowed and shuffled, not every record. With ``totals``, also one
+    ``(first window start, last window start, accumulator)`` per bundle on ``BUNDLE_TOTALS``:
+    the bundle's partials merged, for the whole run's totals (a live run's totals are
+    recombined from every input at each update, so one input per bundle, not per window)."""
 
-    def __init__(self, size: int, combine_fn: TrafficStatsCombineFn) -> None:
+    def __init__(self, size: int, combine_fn: TrafficStatsCombineFn, totals: bool = False):
         self.size = size
         self.combine_fn = combine_fn
+        self.totals = totals
 
     def start_bundle(self):
         self.partials: dict[int, list] = {}
@@ -269,9 +276,21 @@ class PartialStatsFn(_BundleAggregateFn):
             add(acc, record)
 
     def finish_bundle(self):
-        for start, acc in self.partials.items():
+        partials, self.partials = self.partials, {}
+        if self.totals and partials:
+            # into a fresh accumulator: the partials also leave as they are
+            merged = self.combine_fn.merge_accumulators(
+                [self.combine_fn.create_accumulator(), *partials.values()]
+            )
+            first = min(partials)
+            yield pvalue.TaggedOutput(
+                BUNDLE_TOTALS,
+                window.GlobalWindows.windowed_value(
+                    (first, max(partials), merged), timestamp=first
+                ),
+            )
+        for start, acc in partials.items():
             yield window.GlobalWindows.windowed_value((start, acc), timestamp=start)
-        self.partials = {}
 
 
 class MergeStatsCombineFn(beam.CombineFn):
@@ -347,9 +366,10 @@ class _TotalsAccumulator:
 
 
 class TrafficTotalsCombineFn(beam.CombineFn):
-    """Combines ``(window start, partial accumulator)`` pairs (``PartialStatsFn``) into one
-    ``TrafficStats`` over everything: ``start`` the first window's start, ``end`` the last
-    window's end. Its cost is per partial (per bundle and window), never per record."""
+    """Combines ``(first window start, last window start, accumulator)`` bundle totals
+    (``PartialStatsFn``'s ``BUNDLE_TOTALS``) into one ``TrafficStats`` over everything:
+    ``start`` the first window's start, ``end`` the last window's end. Its cost is per bundle,
+    never per record."""
 
     def __init__(self, size: int, combine_fn: TrafficStatsCombineFn) -> None:
         self.size = size
@@ -358,10 +378,10 @@ class TrafficTotalsCombineFn(beam.CombineFn):
     def create_accumulator(self) -> _TotalsAccumulator:
         return _TotalsAccumulator(None, None, self.combine_fn.create_accumulator())
 
-    def add_input(self, acc: _TotalsAccumulator, keyed_partial) -> _TotalsAccumulator:
-        start, partial = keyed_partial
-        acc.first = start if acc.first is None else min(acc.first, start)
-        acc.last = start if acc.last is None else max(acc.last, start)
+    def add_input(self, acc: _TotalsAccumulator, bundle_total) -> _TotalsAccumulator:
+        first, last, partial = bundle_total
+        acc.first = first if acc.first is None else min(acc.first, first)
+        acc.last = last if acc.last is None else max(acc.last, last)
         acc.stats = self.combine_fn.merge_accumulators([acc.stats, partial])
         return acc
 
@@ -384,6 +404,29 @@ class TrafficTotalsCombineFn(beam.CombineFn):
         return TrafficStats(first, last + self.size, *self.combine_fn.extract_output(acc.stats))
 
 
+class UpdateTotalsFn(beam.DoFn):
+    """Streaming: ``(key, bundle total)`` -> the whole run's ``TrafficStats`` so far, after
+    each bundle total (``TrafficTotalsCombineFn`` over one key, its accumulator in state).
+
+    In place of a ``CombineGlobally`` in a global window fired after every element: that is
+    seven steps (window, key, reify, group, combine, unkey), each a bundle per stream event on
+    the streaming DirectRunner, and a firing recombines every input so far; this is one step
+    that merges each input once. It emits as it processes (no timer), so its output is never
+    behind the watermark. The accumulator is kept pickled, as the detector's rule is."""
+
+    TOTALS = ReadModifyWriteStateSpec("totals", BytesCoder())
+
+    def __init__(self, size: int, combine_fn: TrafficStatsCombineFn) -> None:
+        self.totals_fn = TrafficTotalsCombineFn(size, combine_fn)
+
+    def process(self, keyed, totals=beam.DoFn.StateParam(TOTALS)) -> Iterator[TrafficStats]:
+        pickled = totals.read()
+        acc = self.totals_fn.create_accumulator() if pickled is None else pickle.loads(pickled)
+        acc = self.totals_fn.add_input(acc, keyed[1])
+        totals.write(pickle.dumps(acc, pickle.HIGHEST_PROTOCOL))
+        yield self.totals_fn.extract_output(acc)
+
+
 class ComputeTrafficStats(beam.PTransform):
     """``PCollection[AccessRecord]`` (timestamped) -> ``TrafficStats`` for every
     ``FixedWindows(size)`` window (aligned to epoch multiples of ``size``) that has traffic,
@@ -401,9 +444,11 @@ class ComputeTrafficStats(beam.PTransform):
       general trigger state machine per window: ~1.3 s of a day's 8,640 ten-second windows,
       a fifth of the run. Both give the same stats in the same windows.
 
-    The totals are a ``CombineGlobally`` of the partials: once, at the end, in batch; in
-    streaming the global window fires after every new partial (accumulating), so the latest
-    totals are always written, even by a run stopped before its stream ends.
+    The totals combine each bundle's partials merged (``BUNDLE_TOTALS``) with
+    ``TrafficTotalsCombineFn``: a ``CombineGlobally``, once, at the end, in batch; in
+    streaming one keyed stateful step (``UpdateTotalsFn``) emits the totals so far after every
+    bundle, so the latest totals are always written, even by a run stopped before its stream
+    ends.
     """
 
     def __init__(self, size: int = 10, top: int = 5, totals: bool = False) -> None:
@@ -414,7 +459,14 @@ class ComputeTrafficStats(beam.PTransform):
 
     def expand(self, records):
         combine_fn = TrafficStatsCombineFn(self.top)
-        partials = records | "PartialStats" >> beam.ParDo(PartialStatsFn(self.size, combine_fn))
+        partial_stats = PartialStatsFn(self.size, combine_fn, totals=self.totals)
+        if self.totals:
+            aggregated = records | "PartialStats" >> beam.ParDo(partial_stats).with_outputs(
+                BUNDLE_TOTALS, main="partials"
+            )
+            partials, bundle_totals = aggregated["partials"], aggregated[BUNDLE_TOTALS]
+        else:
+            partials = records | "PartialStats" >> beam.ParDo(partial_stats)
         streaming = (
             records.pipeline.options.view_as(StandardOptions).streaming or not records.is_bounded
         )
@@ -441,14 +493,16 @@ class ComputeTrafficStats(beam.PTransform):
         if not self.totals:
             return stats
         if streaming:
-            partials = partials | "EveryPartial" >> beam.WindowInto(
-                window.GlobalWindows(),
-                trigger=trigger.Repeatedly(trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+            totals = (
+                bundle_totals
+                | "OneKey" >> beam.WithKeys("totals")
+                | "Totals"
+                >> beam.ParDo(UpdateTotalsFn(self.size, combine_fn)).with_output_types(TrafficStats)
             )
-        totals = partials | "Totals" >> beam.CombineGlobally(
-            TrafficTotalsCombineFn(self.size, combine_fn)
-        ).without_defaults().with_output_types(TrafficStats)
+        else:
+            totals = bundle_totals | "Totals" >> beam.CombineGlobally(
+                TrafficTotalsCombineFn(self.size, combine_fn)
+            ).without_defaults().with_output_types(TrafficStats)
         return {"stats": stats, "totals": totals}
 
 
@@ -490,7 +544,9 @@ class DetectHighTrafficFn(beam.DoFn):
     """Keyed stateful detector over per-second counts.
 
     A second is evaluated once the watermark has passed it (timer ``progress``, kept
-    ``max_delay`` seconds behind the newest second seen) or the input has ended (timer ``end``).
+    ``max_delay`` seconds behind the newest second seen, and one more for each second after
+    that up to the newest, so one advance past several evaluates them together) or the input
+    has ended (timer ``end``).
     Counts for a second already evaluated are late: their lines leave as ``late`` dead letters.
     """
 
@@ -514,6 +570,15 @@ class DetectHighTrafficFn(beam.DoFn):
         """Where the watermark will be once ``newest`` is ``max_delay`` behind it (never before
         the next second to evaluate)."""
         return max(newest - self.max_delay, rule.cursor or min(rule.counts, default=newest)) + 1
+
+    def _each_second(self, progress, target: int, newest: int) -> None:
+        """A timer as the watermark passes each second from ``target`` to ``newest`` (at most
+        ``max_delay`` of them), beside the one at ``target``: the runner fires every timer the
+        watermark has passed in one round, so an advance past several of these seconds
+        evaluates them all at once, where the one timer, set again at each firing, would step
+        a second a round (a bundle, and one for each step downstream, per second)."""
+        for second in range(target, newest + 1):
+            progress.set(Timestamp(second + 1), dynamic_timer_tag=str(second + 1))
 
     def process(
         self,
@@ -541,11 +606,13 @@ class DetectHighTrafficFn(beam.DoFn):
         # A pending timer is never pushed later (it must fire as soon as the watermark reaches
         # it), but is moved earlier by a bundle whose newest second is earlier: one outlier
         # second far ahead then holds evaluation back only until the next bundle.
-        target = self._target(rule, max(seconds))
+        newest = max(seconds)
+        target = self._target(rule, newest)
         scheduled = pending.read()
         if scheduled is None or target < scheduled:
             progress.set(Timestamp(target))
             pending.write(target)
+        self._each_second(progress, target, newest)
         end.set(win.max_timestamp())
 
     def _evaluate(self, rule_state, until: int, rule: TrafficAlertRule | None = None):
@@ -571,6 +638,7 @@ class DetectHighTrafficFn(beam.DoFn):
         if target > fired_at:  # newer seconds arrived meanwhile: follow the watermark to them
             progress.set(Timestamp(target))
             pending.write(target)
+            self._each_second(progress, target, rule.last_second)
         else:
             pending.clear()
 

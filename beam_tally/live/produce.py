@@ -258,12 +258,7 @@ class AccessFileReader:
                 reason = f"{access_log.UNDECODABLE}: invalid UTF-8 at byte {bad.start}"
                 items.append((None, self._error(reason)))
                 continue
-            fmt = self.fmt or access_log.format_of_line(text)
-            try:
-                record = access_log.parse_line(text, fmt)
-                ts = record.timestamp if record is not None else None
-            except access_log.BadLine:
-                ts = None
+            ts = access_log.event_time(text, self.fmt or access_log.format_of_line(text))
             items.append((ts, AccessLine(self.path, self.line, text, self.fmt or "")))
         return items
 
