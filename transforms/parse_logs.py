@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
-from itertools import compress, pairwise, repeat
-from operator import is_
+from itertools import compress, count, pairwise, repeat
+from operator import is_, is_not
 from typing import Any
 
 import orjson
@@ -159,33 +160,75 @@ def parse_log_document(source: str, content: bytes) -> tuple[LogBatch, list[Dead
         dead = DeadLetter(source, None, f"{NO_LOGS_LIST}: document has no 'logs' list", _raw(doc))
         return LogBatch([], [], [], [], []), [dead]
 
-    # Whole-column operations run in C (map, compress); Python runs only at bad positions.
-    types = list(map(type, logs))
-    if types.count(dict) == len(types):
-        emails = list(map(dict.get, logs, repeat("email")))
-    else:
-        emails = [_NOT_AN_OBJECT] * len(logs)
-        for i in compress(range(len(logs)), map(is_, types, repeat(dict))):
-            emails[i] = logs[i].get("email")
-    email_types = list(map(type, emails))
-    if email_types.count(str) == len(emails) and (not lenient or all(map(_valid_unicode, emails))):
+    emails, bad = _email_column(logs, lenient)
+    if not bad:
         valid, indexes, dead = logs, range(len(logs)), []
     else:
-        good = list(compress(range(len(emails)), map(is_, email_types, repeat(str))))
-        if lenient:
-            good = [i for i in good if _valid_unicode(emails[i])]
-        dead = _dead_letters(source, logs, emails, good)
+        dead = _dead_letters(source, logs, emails, bad)
+        good = sorted(set(range(len(logs))).difference(bad))
         valid, indexes = list(map(logs.__getitem__, good)), good
         emails = list(map(emails.__getitem__, good))
     ids, messages = TextColumn(valid, "id", lenient), TextColumn(valid, "message", lenient)
     return LogBatch([source] * len(emails), indexes, emails, ids, messages), dead
 
 
+def _email_column(logs: list, lenient: bool) -> tuple[list, list[int]]:
+    """Every log's ``email`` (``_NOT_AN_OBJECT`` for a log that is not an object) and the
+    indexes, ascending, of the logs that are bad: not an object, or without a string email
+    (in a leniently read document, also an email that is not valid Unicode).
+
+    Whole-column operations run in C (map, compress); Python runs only at bad positions."""
+    try:  # dict.get refuses a log that is not a dict: then the slow path
+        emails = list(map(dict.get, logs, repeat("email")))
+    except TypeError:
+        emails = [_NOT_AN_OBJECT] * len(logs)
+        for i in compress(count(), map(is_, map(type, logs), repeat(dict))):
+            emails[i] = logs[i].get("email")
+    bad = list(compress(count(), map(is_not, map(type, emails), repeat(str))))
+    if lenient:
+        invalid = (i for i, email in enumerate(emails) if type(email) is str)
+        bad = sorted({*bad, *(i for i in invalid if not _valid_unicode(emails[i]))})
+    return emails, bad
+
+
+def count_log_document(source: str, content: bytes) -> tuple[dict[str, int], list[DeadLetter]]:
+    """The tally of one document: ``{email: valid logs}`` and the same dead letters as
+    ``parse_log_document``, without building columns of the valid logs."""
+    doc, dead, lenient = _load(source, content)
+    if dead is not None:
+        return {}, [dead]
+    return count_logs(source, doc, lenient)
+
+
+def count_logs(
+    source: str, doc: Any, lenient: bool = False
+) -> tuple[dict[str, int], list[DeadLetter]]:
+    """``count_log_document`` of a document already read (``doc``, the JSON value)."""
+    logs = doc.get("logs") if type(doc) is dict else None
+    if type(logs) is not list:
+        dead = DeadLetter(source, None, f"{NO_LOGS_LIST}: document has no 'logs' list", _raw(doc))
+        return {}, [dead]
+    emails, bad = _email_column(logs, lenient)
+    if not bad:
+        return Counter(emails), []
+    dead = _dead_letters(source, logs, emails, bad)
+    for i in bad:  # out of the count: a bad email may not even be hashable
+        emails[i] = _NOT_AN_OBJECT
+    counts = Counter(emails)
+    del counts[_NOT_AN_OBJECT]
+    return counts, dead
+
+
 def document_note(content: bytes, logs: int, dead_letters: Sequence[DeadLetter]) -> str:
     """Why a document's tally is what it is, in a few words, for the console ("" when every
     log is valid): an empty file, a file that is not a document (and why), a document without
     logs, one whose every log is bad, or how many of its logs are bad."""
-    if not content.strip():
+    return note_of(not content.strip(), logs, dead_letters)
+
+
+def note_of(empty: bool, logs: int, dead_letters: Sequence[DeadLetter]) -> str:
+    """``document_note`` of a document told empty (only white space) or not."""
+    if empty:
         return "empty file"
     whole = [dead for dead in dead_letters if dead.where is None]
     if whole:
@@ -261,9 +304,9 @@ def _clean_text(value: Any) -> str | None:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _dead_letters(source: str, logs: list, emails: list, good: list[int]) -> list[DeadLetter]:
+def _dead_letters(source: str, logs: list, emails: list, bad: list[int]) -> list[DeadLetter]:
     dead = []
-    for index in sorted(set(range(len(logs))).difference(good)):
+    for index in bad:
         log = logs[index]
         if type(log) is _TooDeep:
             reason = f"{NESTED_TOO_DEEP}: log nested deeper than the JSON reader's 1024 levels"

@@ -1,6 +1,6 @@
 """The tally job: graph wiring (``build_tally_pipeline``) and the command (``run``).
 
-ReadLogFiles -> ParseLogDocuments -> TallyPerFile -> UpdateGlobalTally -> sinks:
+ReadLogFiles -> TallyDocuments -> UpdateGlobalTally -> sinks:
 ``tallies.jsonl``, ``global_tally.jsonl``, ``global_tally_final.json``, ``dead_letters.jsonl``
 under ``--output``, and the console; then ``report.html`` from those files (``beam_tally.report``).
 """
@@ -35,13 +35,11 @@ from transforms.records import (
 )
 from transforms.tally import (
     DEAD_LETTERS,
-    DOCUMENTS,
     FINAL,
-    LOGS,
     METRICS_NAMESPACE,
+    TALLIES,
     UPDATES,
-    ParseLogDocuments,
-    TallyPerFile,
+    TallyDocuments,
     UpdateGlobalTally,
 )
 
@@ -101,11 +99,11 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     else:
         read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input, io_opts.max_file_bytes)
         files, read_dead_letters = read["files"], [read[DEAD_LETTERS]]
-    parsed = files | "ParseLogDocuments" >> ParseLogDocuments(batched=not source)
-    tallies = (parsed[LOGS], parsed[DOCUMENTS]) | "TallyPerFile" >> TallyPerFile()
+    counted = files | "TallyDocuments" >> TallyDocuments()
+    tallies = counted[TALLIES]
     global_tally = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
     updates, final = global_tally[UPDATES], global_tally[FINAL]
-    dead_letters = (*read_dead_letters, parsed[DEAD_LETTERS]) | "AllDeadLetters" >> (beam.Flatten())
+    dead_letters = (*read_dead_letters, counted[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
 
     if output:
         named = {
@@ -138,7 +136,6 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
         "global_tally": updates,
         "final": final,
         "dead_letters": dead_letters,
-        "logs": parsed[LOGS],
     }
 
 

@@ -5,12 +5,13 @@ reason; no other exception escapes, and every record holds values every sink can
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transforms import access_log
-from transforms.parse_logs import parse_log_document
+from transforms.parse_logs import count_log_document, parse_log_document
 from transforms.records import AccessRecord
 
 VALID_CSV = '"10.0.0.1","-","apache",1549573860,"GET /api/user HTTP/1.0",200,1234'
@@ -95,6 +96,8 @@ def test_mutated_clf_lines(text):
 
 def check_document(content: bytes) -> None:
     batch, dead = parse_log_document("doc.json", content)
+    # The tally's counting path gives the same counts and the same dead letters.
+    assert count_log_document("doc.json", content) == (Counter(batch.emails), dead)
     assert all(type(email) is str for email in batch.emails)
     assert all(d.source == "doc.json" and d.reason for d in dead)
     whole = [d for d in dead if d.where is None]
