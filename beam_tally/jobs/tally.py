@@ -101,6 +101,10 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
         files, read_dead_letters = read["files"], [read[DEAD_LETTERS]]
     counted = files | "TallyDocuments" >> TallyDocuments()
     tallies = counted[TALLIES]
+    if not source:
+        # A stage boundary: the FnApiRunner fuses the reading and counting with the stateful
+        # UpdateGlobalTally into one stage otherwise, and runs a stateful stage on one worker.
+        tallies = tallies | "GatherTallies" >> beam.Reshuffle()
     global_tally = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
     updates, final = global_tally[UPDATES], global_tally[FINAL]
     dead_letters = (*read_dead_letters, counted[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
