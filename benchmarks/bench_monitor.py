@@ -301,7 +301,8 @@ def whole_process(args, data: DataSet, tmp: str) -> float:
     def rate(seconds: float) -> str:
         return f"{data.lines / seconds:>10,.0f} lines/s"
 
-    return harness.whole_process(SCRIPT, args, tmp, data.label, commands, data.path, rate)
+    ratios = harness.whole_process(SCRIPT, args, tmp, data.label, commands, data.path, rate)
+    return ratios["beam-tally"]
 
 
 def bench(args) -> int:

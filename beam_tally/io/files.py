@@ -27,6 +27,7 @@ from beam_tally.io.sources import (
     LINE_TOO_LONG,
     UNREADABLE,
     FileProblem,
+    compression_of,
     cr_only_endings,
     match_input,
     read_pieces,
@@ -34,8 +35,15 @@ from beam_tally.io.sources import (
 )
 from transforms import access_log
 from transforms.list_batches import LineList
-from transforms.records import AccessLine, DeadLetter, SourceFile, truncate_raw
-from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
+from transforms.parse_logs import count_log_stream
+from transforms.records import AccessLine, DeadLetter, FileTally, SourceFile, truncate_raw
+from transforms.tally import (
+    DEAD_LETTERS,
+    METRICS_NAMESPACE,
+    TALLIES,
+    count_dead_letter,
+    tally_outputs,
+)
 
 MAX_LINE_BYTES = 64 << 20
 """A line longer than this (64 MiB, no line end in sight) ends the file's reading: held whole,
@@ -138,31 +146,97 @@ def remove_paths(paths: list[str]) -> None:
             os.remove(path)
 
 
+STREAM_ABOVE = 64 << 20
+"""A document of more content than this (64 MiB) is counted as a stream (``LARGE``), never held
+whole; smaller ones are read whole and parsed at once, which is several times faster."""
+
+LARGE = "large"  # ReadFileFn's tag for the paths of documents to stream
+
+
 class ReadFileFn(beam.DoFn):
     """Reads a whole matched file (its path) with ``sources.read_pieces`` (any scheme Beam's
     FileSystems know, compressed files decompressed, at most ``max_file_bytes``); a file that
     is unreadable, damaged or too large, or a name that is not valid Unicode, becomes a dead
-    letter."""
+    letter. A file of more than ``stream_above`` bytes of content is not held: its path goes
+    to tag ``large`` (an uncompressed local file is told by its size, before any read)."""
 
-    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+    def __init__(
+        self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, stream_above: int = STREAM_ABOVE
+    ) -> None:
         self.max_file_bytes = max_file_bytes
+        self.stream_above = stream_above
         self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
+
+    def _known_large(self, path: str) -> bool:
+        if "://" in path or compression_of(path) is not None:
+            return False
+        try:
+            return os.stat(path).st_size > self.stream_above
+        except OSError:  # the read says why
+            return False
 
     def process(self, path: str):
         dead = _path_ok(path)
         if dead is not None:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
             return
+        if self._known_large(path):
+            yield pvalue.TaggedOutput(LARGE, path)
+            return
+        pieces, size = [], 0
         try:
-            content = b"".join(read_pieces(path, self.max_file_bytes))
+            # One read for an uncompressed file held whole: no pieces to join.
+            for piece in read_pieces(path, self.max_file_bytes, self.stream_above + 1):
+                pieces.append(piece)
+                size += len(piece)
+                if size > self.stream_above:  # compressed, or grown since: stream it
+                    yield pvalue.TaggedOutput(LARGE, path)
+                    return
         except FileProblem as problem:
             reason = str(problem.args[0])
         except Exception as err:
             reason = unreadable(err)
         else:
             self.files.inc()
-            progress.report(files=1, size=len(content))
-            yield SourceFile(path, content)
+            progress.report(files=1, size=size)
+            yield SourceFile(path, b"".join(pieces))
+            return
+        progress.report(files=1)
+        dead = DeadLetter(path, None, reason, "")
+        count_dead_letter(dead)
+        yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+
+
+class TallyLargeDocumentFn(beam.DoFn):
+    """Counts a document too large to hold (its path, from ``ReadFileFn``'s tag ``large``) as
+    a stream of pieces (``parse_logs.count_log_stream``): the outputs of
+    ``TallyDocumentFn`` (its ``FileTally``, dead letters tagged ``dead_letters``) in bounded
+    memory. A file that cannot be read to its end is one dead letter, as ``ReadFileFn``'s."""
+
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
+        self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
+        self.logs = Metrics.counter(METRICS_NAMESPACE, "logs")
+
+    def process(self, path: str):
+        sizes = []
+
+        def pieces():
+            for piece in read_pieces(path, self.max_file_bytes):
+                sizes.append(len(piece))
+                yield piece
+
+        try:
+            counts, dead_letters, empty = count_log_stream(path, pieces())
+        except FileProblem as problem:
+            reason = str(problem.args[0])
+        except Exception as err:
+            reason = unreadable(err)
+        else:
+            self.files.inc()
+            progress.report(files=1, size=sum(sizes))
+            yield from tally_outputs(path, counts, dead_letters, empty, self.documents, self.logs)
             return
         progress.report(files=1)
         dead = DeadLetter(path, None, reason, "")
@@ -186,20 +260,57 @@ def _read_matching(pbegin, pattern: str, read_fn: beam.DoFn, main: str) -> dict:
 
 
 class ReadLogFiles(beam.PTransform):
-    """``PBegin`` -> ``files`` (``SourceFile``, one per readable file) and ``dead_letters``.
+    """``PBegin`` -> ``files`` (``SourceFile``, one per readable file of at most
+    ``stream_above`` bytes), ``large`` (the paths of larger files, for
+    ``TallyLargeDocuments``) and ``dead_letters``.
 
     Paths are reshuffled before reading so that on a cluster the files spread over workers, and
     so that file contents are read inside the stage that parses and counts them (only small
     per-file tallies cross the shuffle that follows).
     """
 
-    def __init__(self, pattern: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        stream_above: int = STREAM_ABOVE,
+    ) -> None:
         super().__init__()
         self.pattern = pattern
         self.max_file_bytes = max_file_bytes
+        self.stream_above = stream_above
 
     def expand(self, pbegin):
-        return _read_matching(pbegin, self.pattern, ReadFileFn(self.max_file_bytes), "files")
+        matched = pbegin | "Match" >> MatchInputFiles(self.pattern)
+        read = (
+            matched["files"]
+            | "Spread" >> beam.Reshuffle()
+            | "Read"
+            >> beam.ParDo(ReadFileFn(self.max_file_bytes, self.stream_above)).with_outputs(
+                DEAD_LETTERS, LARGE, main="files"
+            )
+        )
+        dead_letters = (
+            matched[DEAD_LETTERS],
+            read[DEAD_LETTERS],
+        ) | "ReadDeadLetters" >> beam.Flatten()
+        return {"files": read.files, LARGE: read[LARGE], DEAD_LETTERS: dead_letters}
+
+
+class TallyLargeDocuments(beam.PTransform):
+    """``PCollection[str]`` of paths (``ReadLogFiles``' ``large``) -> ``tallies``
+    (``FileTally``) and ``dead_letters``, each document counted as a stream."""
+
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+        super().__init__()
+        self.max_file_bytes = max_file_bytes
+
+    def expand(self, paths):
+        return paths | "CountStreamed" >> beam.ParDo(
+            TallyLargeDocumentFn(self.max_file_bytes)
+        ).with_output_types(FileTally, **{DEAD_LETTERS: DeadLetter}).with_outputs(
+            DEAD_LETTERS, main=TALLIES
+        )
 
 
 class WriteBundleFn(beam.DoFn):
