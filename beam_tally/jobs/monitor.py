@@ -103,7 +103,7 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
     )
     stats, totals = computed["stats"], computed["totals"]
     detected = records | "DetectHighTraffic" >> DetectHighTraffic(
-        opts.threshold, opts.alert_window, opts.max_delay
+        opts.threshold, opts.alert_window, opts.max_delay, spread=not source
     )
     alerts = detected[ALERTS]
     dead_letters = (
