@@ -471,7 +471,7 @@ def count_log_stream(
                 depth += 1
             elif event in _CLOSES:
                 depth -= 1
-    except ijson.JSONError as err:
+    except (ijson.JSONError, ValueError) as err:  # ValueError: bytes that are not UTF-8
         error = _first_line(err)
     reader.drain()
     whole = _whole_document_problem(source, reader, error, is_object, logs_is_list)
