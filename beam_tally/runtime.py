@@ -81,39 +81,19 @@ def _remove(path: str) -> None:
 SPREAD_BYTES = 1 << 30
 
 
-# The monitor spends about ten times the tally's time per byte, and reads an access log over
-# SPLIT_BYTES as ranges of that size (io.files.SplitFileFn), which workers share: it spreads
-# from an eighth of SPREAD_BYTES. Measured here (a loaded machine): 3.3M lines in one 227 MiB
-# file, 32.6 s with one worker, 28.4 s with two.
-MONITOR_SHARE = 8
-
-
-def choose_workers(sizes: Sequence[int], cpus: int, spread_bytes: int | None = None) -> int:
-    """Worker processes for input pieces of these ``sizes`` (bytes: files, or the ranges a
-    file is read as) on ``cpus`` cores: one, unless the bytes outside the largest piece reach
-    ``spread_bytes``; then one per core, at most one per piece."""
-    spread = SPREAD_BYTES if spread_bytes is None else spread_bytes
-    if cpus < 2 or len(sizes) < 2 or sum(sizes) - max(sizes) < spread:
+def choose_workers(sizes: Sequence[int], cpus: int) -> int:
+    """Worker processes for input files of these ``sizes`` (bytes) on ``cpus`` cores: one,
+    unless the bytes outside the largest file reach ``SPREAD_BYTES``; then one per core, at
+    most one per file."""
+    if cpus < 2 or len(sizes) < 2 or sum(sizes) - max(sizes) < SPREAD_BYTES:
         return 1
     return min(cpus, len(sizes))
 
 
-def _pieces(size: int, split_bytes: int | None) -> list[int]:
-    """The sizes of the ranges a file of ``size`` bytes is read as (``split_bytes`` None: one)."""
-    if not split_bytes or size <= split_bytes:
-        return [size]
-    whole, rest = divmod(size, split_bytes)
-    return [split_bytes] * whole + ([rest] if rest else [])
-
-
-def default_workers(
-    options, argv: Sequence[str], monitor: bool = False, split_bytes: int | None = None
-) -> str | None:
+def default_workers(options, argv: Sequence[str]) -> str | None:
     """Sets the DirectRunner's worker count for a batch run over ``--input`` when the command
     line gave none (``--direct_num_workers`` always wins); returns a line saying so, or None
-    when the run keeps one worker. ``split_bytes``: an uncompressed local file larger than
-    this is read as ranges of it (the monitor's reader); ``monitor``: the monitor's
-    threshold, ``SPREAD_BYTES // MONITOR_SHARE``."""
+    when the run keeps one worker."""
     from apache_beam.options.pipeline_options import DirectOptions, WorkerOptions
 
     from beam_tally.io.files import matching_files
@@ -124,18 +104,12 @@ def default_workers(
         return None
     if any(arg.startswith("--direct_num_workers") for arg in argv):
         return None
-    from beam_tally.io.sources import compression_of
-
-    sizes, pieces = [], []
+    sizes = []
     for path in matching_files(pattern):
         with contextlib.suppress(OSError):  # a file that went away is the reader's to report
-            size = os.stat(path).st_size
-            sizes.append(size)
-            splits = None if compression_of(path) or "://" in path else split_bytes
-            pieces += _pieces(size, splits)
+            sizes.append(os.stat(path).st_size)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    spread = SPREAD_BYTES // MONITOR_SHARE if monitor else SPREAD_BYTES
-    workers = choose_workers(pieces, cpus or 1, spread)
+    workers = choose_workers(sizes, cpus or 1)
     if workers == 1:
         return None
     direct = options.view_as(DirectOptions)
@@ -146,20 +120,18 @@ def default_workers(
         options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
     return (
         f"using {workers} worker processes for {sum(sizes) / 2**20:,.0f} MiB in "
-        f"{len(sizes):,} file{'s' if len(sizes) != 1 else ''} (--direct_num_workers=1 runs one)"
+        f"{len(sizes):,} files (--direct_num_workers=1 runs one)"
     )
 
 
-def prepare_runner(
-    options, argv: Sequence[str], monitor: bool = False, split_bytes: int | None = None
-) -> None:
+def prepare_runner(options, argv: Sequence[str]) -> None:
     """What a job's run sets up once its options are checked: the engine ``--runner`` names
     (``engines.configure_runner``) and, for a batch run on the DirectRunner, its worker count
     (``default_workers``, said on stderr when it is more than one)."""
     from beam_tally.engines import configure_runner
 
     configure_runner(options, list(argv))
-    workers = default_workers(options, argv, monitor, split_bytes)
+    workers = default_workers(options, argv)
     if workers:
         print(f"beam-tally: {workers}", file=sys.stderr)
 

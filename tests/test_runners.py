@@ -115,18 +115,3 @@ def test_a_large_input_runs_on_every_core_with_the_one_worker_results(
     auto = run_job(job, pattern, str(tmp_path / "auto"), [])
     assert "using 2 worker processes" in capsys.readouterr().err
     assert auto == one and any(one.values())
-
-
-def test_the_monitor_spreads_one_large_file_read_as_ranges():
-    from beam_tally.runtime import MONITOR_SHARE, SPREAD_BYTES, _pieces, choose_workers
-
-    monitor_spread = SPREAD_BYTES // MONITOR_SHARE
-
-    split = 64 << 20
-    assert _pieces(10, split) == [10]
-    assert _pieces(3 * split + 5, split) == [split, split, split, 5]
-    assert _pieces(3 * split, None) == [3 * split]
-    one_file = _pieces(330 << 20, split)  # 3.3M lines: ranges that two workers share
-    assert choose_workers(one_file, cpus=2, spread_bytes=monitor_spread) == 2
-    assert choose_workers(_pieces(100 << 20, split), 2, monitor_spread) == 1
-    assert choose_workers(one_file, cpus=2) == 1  # the tally's threshold: 1 GiB beside the largest

@@ -14,7 +14,7 @@ from functools import partial
 import apache_beam as beam
 
 from beam_tally import console, input_check, metrics, report
-from beam_tally.io.files import SPLIT_BYTES, ReadAccessLogs, WriteJsonLines, WriteToConsole
+from beam_tally.io.files import ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io.stream import ReadStream, WriteJsonLinesLive, end_marker
 from beam_tally.options import (
     ConsoleOptions,
@@ -178,7 +178,7 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
-    prepare_runner(options, argv, monitor=True, split_bytes=SPLIT_BYTES)
+    prepare_runner(options, argv)
     output = options.view_as(IOOptions).output
     shown = options.view_as(ConsoleOptions).console
     opts, source = options.view_as(MonitorOptions), options.view_as(StreamOptions).source
