@@ -658,15 +658,15 @@ class ReadLinesFn(beam.DoFn):
 
 class ReadAccessLogs(beam.PTransform):
     """``PBegin`` -> ``lines`` (``AccessLine``) and ``dead_letters``: the monitor's producer stage.
-    Files are matched, an uncompressed local file over ``split_bytes`` is cut into ranges at
-    line ends (``SplitFileFn``), and the files and ranges are spread over workers and read
-    line by line (line numbers and dead letters as the whole file's)."""
+    Files are matched, an uncompressed local file over ``split_bytes`` (None: none) is cut into
+    ranges at line ends (``SplitFileFn``), and the files and ranges are spread over workers and
+    read line by line (line numbers and dead letters as the whole file's)."""
 
     def __init__(
         self,
         pattern: str,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-        split_bytes: int = SPLIT_BYTES,
+        split_bytes: int | None = SPLIT_BYTES,
     ) -> None:
         super().__init__()
         self.pattern = pattern
@@ -675,7 +675,9 @@ class ReadAccessLogs(beam.PTransform):
 
     def expand(self, pbegin):
         read_fn = ReadLinesFn(self.max_file_bytes)
-        split_fn = SplitFileFn(self.max_file_bytes, self.split_bytes)
+        split_fn = None
+        if self.split_bytes is not None:  # None: every file read whole
+            split_fn = SplitFileFn(self.max_file_bytes, self.split_bytes)
         return _read_matching(pbegin, self.pattern, read_fn, "lines", split_fn)
 
 
