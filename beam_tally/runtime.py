@@ -90,6 +90,17 @@ def choose_workers(sizes: Sequence[int], cpus: int) -> int:
     return min(cpus, len(sizes))
 
 
+def several_workers(options) -> bool:
+    """Whether a batch run may have more than one worker process: not the DirectRunner (an
+    engine's parallelism), or the DirectRunner with ``--direct_num_workers`` other than 1
+    (0 is every core)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    if not _direct_batch(options):
+        return True
+    return options.view_as(DirectOptions).direct_num_workers != 1
+
+
 def default_workers(options, argv: Sequence[str]) -> str | None:
     """Sets the DirectRunner's worker count for a batch run over ``--input`` when the command
     line gave none (``--direct_num_workers`` always wins); returns a line saying so, or None

@@ -208,11 +208,16 @@ def whole_process(
     commands: dict[str, list[str]],
     input_path: str,
     rate: Callable[[float], str],
-) -> float:
-    """``beam-tally`` vs its plain-Python baseline as whole processes, alternating; the ratio.
+    others: Callable[[str, str, str], str] | None = None,
+) -> dict[str, float]:
+    """``beam-tally`` vs its plain-Python baseline (and other tools) as whole processes,
+    alternating; returns each command's median seconds divided by the baseline's.
 
-    ``commands`` names ``beam-tally`` first, then the baseline; each gets ``--input`` and
-    ``--output``. ``rate(seconds)`` formats the throughput of a median run.
+    ``commands`` names ``beam-tally`` first, then the baseline, then any other tool; each gets
+    ``--input`` and ``--output``. ``rate(seconds)`` formats the throughput of a median run.
+    beam-tally's outputs are compared with the baseline's (``compare_outputs``); another tool's
+    with ``others(name, its output dir, the baseline's)``, which returns a note or raises
+    BenchError.
     """
     print(f"\nwhole process: {label}, {args.whole_repeats} runs each, alternating (median)")
 
@@ -226,21 +231,23 @@ def whole_process(
     medians = {}
     for name, name_runs in runs.items():
         medians[name] = statistics.median(r.seconds for r in name_runs)
+        best = min(r.seconds for r in name_runs)
+        rss = max(r.rss_mib for r in name_runs)
         print(
-            f"  {name:<{width}} median {medians[name]:7.2f} s  "
-            f"{rate(medians[name])} (wall, with start-up)"
+            f"  {name:<{width}} median {medians[name]:7.2f} s (best {best:.2f})  "
+            f"{rate(medians[name])} (wall, with start-up), peak RSS {mib(rss)}"
         )
-    beam, plain = commands
-    note = compare(
-        script,
-        os.path.join(tmp, f"whole_{beam}_0"),
-        os.path.join(tmp, f"whole_{plain}_0"),
-        args.timeout,
-    )
+    beam, plain, *rest = commands
+    plain_dir = os.path.join(tmp, f"whole_{plain}_0")
+    note = compare(script, os.path.join(tmp, f"whole_{beam}_0"), plain_dir, args.timeout)
     print(f"  correctness: OK ({note})")
-    ratio = medians[beam] / medians[plain]
-    print(f"  ratio {beam}/{plain} {ratio:.2f}")
-    return ratio
+    for name in rest:
+        other_note = others(name, os.path.join(tmp, f"whole_{name}_0"), plain_dir)
+        print(f"  correctness of {name}: OK ({other_note})")
+    ratios = {name: medians[name] / medians[plain] for name in commands}
+    for name in (beam, *rest):
+        print(f"  ratio {name}/{plain} {ratios[name]:.2f}")
+    return ratios
 
 
 def machine(script: str, timeout: float, extra: Callable[[str], str] | None = None) -> str:

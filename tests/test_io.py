@@ -1,13 +1,17 @@
-"""The access-log reader on its own: lines, line numbers and dead letters of raw bytes."""
+"""The access-log reader on its own: lines, line numbers and dead letters of raw bytes, read
+whole or as ranges."""
 
 from __future__ import annotations
 
+import gzip
+import os
 import random
 
+import apache_beam as beam
 import pytest
 from apache_beam import pvalue
 
-from beam_tally.io.files import ReadLinesFn
+from beam_tally.io.files import ReadLinesFn, SplitFileFn
 
 
 def read(path: str, block: int) -> tuple[list[tuple[int, str]], list[tuple[int, str, str]]]:
@@ -65,3 +69,80 @@ def test_random_bytes_read_as_line_by_line(tmp_path):
         path.write_bytes(raw)
         for block in (8, 1 << 22):
             assert read(str(path), block) == reference(raw), (raw, block)
+
+
+def read_split(path: str, split: int, block: int):
+    """``read`` over the ``FileRange``s ``SplitFileFn`` cuts the file into."""
+    fn = ReadLinesFn()
+    fn.BLOCK = block
+    lines, dead = [], []
+    parts = list(SplitFileFn(split_bytes=split, block=block).process(path))
+    for part in parts:
+        for out in fn.process(part):
+            if isinstance(out, pvalue.TaggedOutput):
+                dead += [(d.where, d.reason, d.raw) for d in out.value]
+            else:
+                lines += [(line.line, line.text) for line in out]
+    return sorted(lines), sorted(dead, key=repr), parts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ranges_of_a_file_read_as_the_whole_file(tmp_path, seed):
+    """Lines, line numbers and dead letters (undecodable lines, CRLF endings, a last line
+    without its end) are the whole file's, however the file is cut."""
+    rng = random.Random(seed)
+    pieces = [
+        rng.choice([b"ok line", b"caf\xc3\xa9", b"bad \xff", b"", b"x" * 50]) for _ in range(300)
+    ]
+    raw = b"head\n" + b"".join(p + rng.choice([b"\n", b"\r\n"]) for p in pieces) + b"no end"
+    path = tmp_path / "access.log"
+    path.write_bytes(raw)
+    lines, dead = read(str(path), 1 << 22)
+    for split, block in ((64, 16), (200, 4096), (1000, 37)):
+        got_lines, got_dead, parts = read_split(str(path), split, block)
+        assert len(parts) > 2  # cut, so the ranges are what is tested
+        assert (got_lines, got_dead) == (sorted(lines), sorted(dead, key=repr))
+
+
+def test_files_that_are_not_cut(tmp_path):
+    """Small, compressed and CR-only files are read whole (their paths pass on)."""
+    small = tmp_path / "small.log"
+    small.write_bytes(b"a\nb\n")
+    cr_only = tmp_path / "mac.log"
+    cr_only.write_bytes(b"line\r" * 100)
+    zipped = tmp_path / "big.log.gz"
+    zipped.write_bytes(gzip.compress(b"line\n" * 1000))
+    fn = SplitFileFn(split_bytes=16, block=64)
+    for path in (small, cr_only, zipped):
+        assert list(fn.process(str(path))) == [str(path)]
+
+
+def test_split_reading_in_a_pipeline_gives_the_same_lines_and_dead_letters(tmp_path):
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from beam_tally.generate.access import generate_access
+    from beam_tally.io.files import ReadAccessLogs
+    from tests.conftest import direct_pipeline
+
+    for fmt in ("csv", "clf"):
+        generate_access(
+            str(tmp_path / f"a.{fmt}"), fmt=fmt, seconds=400, rate=5, bad_fraction=0.05, seed=2
+        )
+    pattern = str(tmp_path / "a.*")
+    whole_lines, whole_dead = [], []
+    for name in sorted(os.listdir(tmp_path)):
+        lines, dead = read(str(tmp_path / name), 1 << 22)
+        whole_lines += [(str(tmp_path / name), *line) for line in lines]
+        whole_dead += [(str(tmp_path / name), *d) for d in dead]
+    with direct_pipeline() as p:
+        read_all = p | ReadAccessLogs(pattern, split_bytes=500)
+        assert_that(
+            read_all["lines"] | beam.Map(lambda line: (line.source, line.line, line.text)),
+            equal_to(whole_lines),
+            label="lines",
+        )
+        assert_that(
+            read_all["dead_letters"] | beam.Map(lambda d: (d.source, d.where, d.reason, d.raw)),
+            equal_to(whole_dead),
+            label="dead letters",
+        )

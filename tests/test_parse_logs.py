@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from transforms import parse_logs
-from transforms.parse_logs import parse_log_document, reason_code
+from transforms.parse_logs import count_log_document, parse_log_document, reason_code
 
 
 def doc(*logs) -> bytes:
@@ -143,3 +145,30 @@ def test_json_that_orjson_rejects_keeps_its_valid_logs():
     assert isinstance(batch.messages[0], str)  # kept as JSON text
     batch.messages[1].encode("utf-8")  # cleaned: encodable
     assert [(d.where, reason_code(d.reason)) for d in dead] == [(1, parse_logs.EMAIL_NOT_STRING)]
+
+
+@given(logs_strategy)
+def test_counting_a_document_counts_every_valid_log_and_tags_the_rest(logs):
+    counts, dead = count_log_document("f", doc(*logs))
+    expected = Counter(
+        log["email"] for log in logs if isinstance(log, dict) and isinstance(log.get("email"), str)
+    )
+    assert counts == expected
+    valid = {i for i, log in enumerate(logs) if isinstance(log, dict) and "email" in log}
+    valid &= {i for i in valid if isinstance(logs[i]["email"], str)}
+    assert [d.where for d in dead] == sorted(set(range(len(logs))) - valid)
+
+
+def test_counting_skips_unhashable_and_lone_surrogate_emails():
+    content = (
+        b'{"logs": [{"email": ["a@x"]}, {"email": {"address": "b@x"}}, {"email": "a@x"},'
+        b' {"email": "b\\udc80@x"}, "a@x", {"email": "a@x", "message": 1e400}]}'
+    )
+    counts, dead = count_log_document("f", content)
+    assert counts == {"a@x": 2}
+    assert [(d.where, reason_code(d.reason)) for d in dead] == [
+        (0, parse_logs.EMAIL_NOT_STRING),
+        (1, parse_logs.EMAIL_NOT_STRING),
+        (3, parse_logs.EMAIL_NOT_STRING),
+        (4, parse_logs.NOT_AN_OBJECT),
+    ]

@@ -31,9 +31,11 @@ from transforms.tally import (
     DOCUMENTS,
     FINAL,
     LOGS,
+    TALLIES,
     UPDATES,
     ParseLogDocuments,
     SumCountsCombineFn,
+    TallyDocuments,
     TallyPerFile,
     UpdateGlobalTally,
 )
@@ -338,3 +340,45 @@ def test_write_json_lines_writes_every_file_even_when_all_inputs_are_empty(tmp_p
     with direct_pipeline() as p:
         {"c.jsonl": p | beam.Create([]).with_output_types(str)} | WriteJsonLines(str(only_empty))
     assert [path.name for path in only_empty.iterdir()] == ["c.jsonl"]
+
+
+def test_tally_documents_counts_each_file_in_one_step_as_parse_and_tally_do():
+    expected = [
+        FileTally(
+            "a.json",
+            [TallyEntry("x@a", 2), TallyEntry("y@a", 1)],
+            "2 bad logs: email is not a string 1, log is not an object 1",
+        ),
+        FileTally("b.json", [], "no logs: the 'logs' list is empty"),
+        FileTally("c.json", [], "bad file: malformed JSON"),
+        FileTally("d.json", [], "bad file: undecodable bytes"),
+        FileTally("e.json", [], "bad file: no 'logs' list"),
+        FileTally("f.json", [TallyEntry("x@a", 1)], "1 bad log: missing email 1"),
+    ]
+    p = direct_pipeline()
+    counted = p | beam.Create(DOCS) | TallyDocuments()
+    assert_that(counted[TALLIES], equal_to(expected), label="tallies")
+    assert_that(
+        counted[DEAD_LETTERS] | beam.Map(lambda d: (d.source, d.where, reason_code(d.reason))),
+        equal_to(
+            [
+                ("a.json", 1, "email is not a string"),
+                ("a.json", 2, "log is not an object"),
+                ("c.json", None, "malformed JSON"),
+                ("d.json", None, "undecodable bytes"),
+                ("e.json", None, "no 'logs' list"),
+                ("f.json", 0, "missing email"),
+            ]
+        ),
+        label="dead letters",
+    )
+    result = p.run()
+    result.wait_until_finish()
+    counters = {
+        (r.key.metric.namespace, r.key.metric.name): r.committed
+        for r in result.metrics().query(MetricsFilter())["counters"]
+    }
+    assert counters[("beam_tally", "documents")] == 6
+    assert counters[("beam_tally", "logs")] == 4
+    assert counters[("beam_tally", "dead_letters")] == 6
+    assert counters[("beam_tally.file_records", "a.json")] == 3

@@ -22,7 +22,13 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 
 from transforms.log_batch import LogBatch, LogBatchConverter
-from transforms.parse_logs import document_note, parse_log_document, reason_code
+from transforms.parse_logs import (
+    count_log_document,
+    document_note,
+    note_of,
+    parse_log_document,
+    reason_code,
+)
 from transforms.records import (
     STREAM_ERROR_PREFIX,
     DeadLetter,
@@ -41,6 +47,7 @@ LOGS = "logs"
 DOCUMENTS = "documents"
 DEAD_LETTERS = "dead_letters"
 UPDATES = "updates"
+TALLIES = "tallies"
 FINAL = "final"
 
 
@@ -266,6 +273,53 @@ class TallyPerFile(beam.PTransform):
             | "SumPerFile" >> beam.CombinePerKey(FileTallyCombineFn())
             | "ToFileTally" >> beam.MapTuple(_file_tally).with_output_types(FileTally)
         )
+
+
+class TallyDocumentFn(beam.DoFn):
+    """Parses and counts one ``SourceFile`` in one call: its ``FileTally`` (sorted, with the
+    document's note) and its dead letters (tag ``dead_letters``), counted in Beam metrics as
+    ``ParseLogDocumentFn`` counts them. What ``ParseLogDocuments | TallyPerFile`` computes, with
+    one element per file instead of a batch of logs, a combine and a shuffle."""
+
+    def __init__(self) -> None:
+        self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
+        self.logs = Metrics.counter(METRICS_NAMESPACE, "logs")
+
+    def process(self, doc: SourceFile):
+        if doc.content.startswith(STREAM_ERROR_PREFIX):  # the producer could not send it
+            reason = doc.content[len(STREAM_ERROR_PREFIX) :].decode("utf-8", "replace")
+            dead = DeadLetter(doc.source, None, reason, "")
+            count_dead_letter(dead)
+            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            return
+        counts, dead_letters = count_log_document(doc.source, doc.content)
+        empty = not doc.content.strip()
+        yield from tally_outputs(doc.source, counts, dead_letters, empty, self.documents, self.logs)
+
+
+def tally_outputs(source: str, counts, dead_letters, empty: bool, documents, logs):
+    """A counted document's outputs and metrics: its dead letters (tagged), then its
+    ``FileTally`` (``empty``: the file held only white space)."""
+    total = sum(counts.values())
+    documents.inc()
+    logs.inc(total)
+    if total:
+        Metrics.counter(FILE_RECORDS, source).inc(total)
+    for dead in dead_letters:
+        count_dead_letter(dead)
+        yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+    yield FileTally(source, sorted_tally(counts), note_of(empty, total, dead_letters))
+
+
+class TallyDocuments(beam.PTransform):
+    """``PCollection[SourceFile]`` -> ``tallies`` (``FileTally``, one per document, even one
+    without valid logs) and ``dead_letters`` (``DeadLetter``): ``ParseLogDocuments`` and
+    ``TallyPerFile`` in one step, for jobs that need the tallies only."""
+
+    def expand(self, docs):
+        return docs | "CountLogs" >> beam.ParDo(TallyDocumentFn()).with_output_types(
+            FileTally, **{DEAD_LETTERS: DeadLetter}
+        ).with_outputs(DEAD_LETTERS, main=TALLIES)
 
 
 class ApplyTallyFn(beam.DoFn):

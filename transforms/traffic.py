@@ -652,18 +652,29 @@ class DetectHighTraffic(beam.PTransform):
     """``PCollection[AccessRecord]`` -> ``alerts`` (``Alert``, each change of state) and ``late``
     (``DeadLetter`` per line that arrived after its second was evaluated)."""
 
-    def __init__(self, threshold: float = 10.0, window_seconds: int = 120, max_delay: int = 5):
+    def __init__(
+        self,
+        threshold: float = 10.0,
+        window_seconds: int = 120,
+        max_delay: int = 5,
+        spread: bool = False,
+    ):
+        """``spread``: a Reshuffle between the per-bundle counts and the stateful detector, for
+        batch runs on several workers: without a shuffle there, the FnApiRunner fuses the
+        detector with the reading and parsing before it, and runs a stateful stage on one
+        worker."""
         super().__init__()
         self.threshold = threshold
         self.window_seconds = window_seconds
         self.max_delay = max_delay
+        self.spread = spread
 
     def expand(self, records):
-        return (
-            records
-            | "CountPerSecond" >> beam.ParDo(CountPerSecondFn()).with_output_types(tuple[str, dict])
-            | "Detect"
-            >> beam.ParDo(
-                DetectHighTrafficFn(self.threshold, self.window_seconds, self.max_delay)
-            ).with_outputs(LATE, main=ALERTS)
+        counts = records | "CountPerSecond" >> beam.ParDo(CountPerSecondFn()).with_output_types(
+            tuple[str, dict]
         )
+        if self.spread:
+            counts = counts | "Gather" >> beam.Reshuffle()
+        return counts | "Detect" >> beam.ParDo(
+            DetectHighTrafficFn(self.threshold, self.window_seconds, self.max_delay)
+        ).with_outputs(LATE, main=ALERTS)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from functools import partial
 from itertools import count, repeat
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -27,15 +27,24 @@ from beam_tally.io.sources import (
     LINE_TOO_LONG,
     UNREADABLE,
     FileProblem,
+    compression_of,
     cr_only_endings,
     match_input,
+    open_input,
     read_pieces,
     unreadable,
 )
 from transforms import access_log
 from transforms.list_batches import LineList
-from transforms.records import AccessLine, DeadLetter, SourceFile, truncate_raw
-from transforms.tally import DEAD_LETTERS, METRICS_NAMESPACE, count_dead_letter
+from transforms.parse_logs import count_log_stream
+from transforms.records import AccessLine, DeadLetter, FileTally, SourceFile, truncate_raw
+from transforms.tally import (
+    DEAD_LETTERS,
+    METRICS_NAMESPACE,
+    TALLIES,
+    count_dead_letter,
+    tally_outputs,
+)
 
 MAX_LINE_BYTES = 64 << 20
 """A line longer than this (64 MiB, no line end in sight) ends the file's reading: held whole,
@@ -138,31 +147,60 @@ def remove_paths(paths: list[str]) -> None:
             os.remove(path)
 
 
+STREAM_ABOVE = 64 << 20
+"""A document of more content than this (64 MiB) is counted as a stream (``LARGE``), never held
+whole; smaller ones are read whole and parsed at once, which is several times faster."""
+
+LARGE = "large"  # ReadFileFn's tag for the paths of documents to stream
+
+
 class ReadFileFn(beam.DoFn):
     """Reads a whole matched file (its path) with ``sources.read_pieces`` (any scheme Beam's
     FileSystems know, compressed files decompressed, at most ``max_file_bytes``); a file that
     is unreadable, damaged or too large, or a name that is not valid Unicode, becomes a dead
-    letter."""
+    letter. A file of more than ``stream_above`` bytes of content is not held: its path goes
+    to tag ``large`` (an uncompressed local file is told by its size, before any read)."""
 
-    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+    def __init__(
+        self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, stream_above: int = STREAM_ABOVE
+    ) -> None:
         self.max_file_bytes = max_file_bytes
+        self.stream_above = stream_above
         self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
+
+    def _known_large(self, path: str) -> bool:
+        if "://" in path or compression_of(path) is not None:
+            return False
+        try:
+            return os.stat(path).st_size > self.stream_above
+        except OSError:  # the read says why
+            return False
 
     def process(self, path: str):
         dead = _path_ok(path)
         if dead is not None:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
             return
+        if self._known_large(path):
+            yield pvalue.TaggedOutput(LARGE, path)
+            return
+        pieces, size = [], 0
         try:
-            content = b"".join(read_pieces(path, self.max_file_bytes))
+            # One read for an uncompressed file held whole: no pieces to join.
+            for piece in read_pieces(path, self.max_file_bytes, self.stream_above + 1):
+                pieces.append(piece)
+                size += len(piece)
+                if size > self.stream_above:  # compressed, or grown since: stream it
+                    yield pvalue.TaggedOutput(LARGE, path)
+                    return
         except FileProblem as problem:
             reason = str(problem.args[0])
         except Exception as err:
             reason = unreadable(err)
         else:
             self.files.inc()
-            progress.report(files=1, size=len(content))
-            yield SourceFile(path, content)
+            progress.report(files=1, size=size)
+            yield SourceFile(path, b"".join(pieces))
             return
         progress.report(files=1)
         dead = DeadLetter(path, None, reason, "")
@@ -170,14 +208,56 @@ class ReadFileFn(beam.DoFn):
         yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
 
 
-def _read_matching(pbegin, pattern: str, read_fn: beam.DoFn, main: str) -> dict:
+class TallyLargeDocumentFn(beam.DoFn):
+    """Counts a document too large to hold (its path, from ``ReadFileFn``'s tag ``large``) as
+    a stream of pieces (``parse_logs.count_log_stream``): the outputs of
+    ``TallyDocumentFn`` (its ``FileTally``, dead letters tagged ``dead_letters``) in bounded
+    memory. A file that cannot be read to its end is one dead letter, as ``ReadFileFn``'s."""
+
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
+        self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
+        self.logs = Metrics.counter(METRICS_NAMESPACE, "logs")
+
+    def process(self, path: str):
+        sizes = []
+
+        def pieces():
+            for piece in read_pieces(path, self.max_file_bytes):
+                sizes.append(len(piece))
+                yield piece
+
+        try:
+            counts, dead_letters, empty = count_log_stream(path, pieces())
+        except FileProblem as problem:
+            reason = str(problem.args[0])
+        except Exception as err:
+            reason = unreadable(err)
+        else:
+            self.files.inc()
+            progress.report(files=1, size=sum(sizes))
+            yield from tally_outputs(path, counts, dead_letters, empty, self.documents, self.logs)
+            return
+        progress.report(files=1)
+        dead = DeadLetter(path, None, reason, "")
+        count_dead_letter(dead)
+        yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+
+
+def _read_matching(
+    pbegin, pattern: str, read_fn: beam.DoFn, main: str, split_fn: beam.DoFn | None = None
+) -> dict:
     """Match ``pattern``, spread the matches over workers, read each with ``read_fn`` (which
     takes a path): returns ``{main: what it reads, "dead_letters": names not read and files
     not read to their end}``. Matches are reshuffled before reading so that contents are read
     inside the stage that processes them."""
     matched = pbegin | "Match" >> MatchInputFiles(pattern)
+    files = matched["files"]
+    if split_fn is not None:  # large files as ranges, which the reader reads as parts
+        files = files | "Split" >> beam.ParDo(split_fn)
     read = (
-        matched["files"]
+        files
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(read_fn).with_outputs(DEAD_LETTERS, main=main)
     )
@@ -186,20 +266,57 @@ def _read_matching(pbegin, pattern: str, read_fn: beam.DoFn, main: str) -> dict:
 
 
 class ReadLogFiles(beam.PTransform):
-    """``PBegin`` -> ``files`` (``SourceFile``, one per readable file) and ``dead_letters``.
+    """``PBegin`` -> ``files`` (``SourceFile``, one per readable file of at most
+    ``stream_above`` bytes), ``large`` (the paths of larger files, for
+    ``TallyLargeDocuments``) and ``dead_letters``.
 
     Paths are reshuffled before reading so that on a cluster the files spread over workers, and
     so that file contents are read inside the stage that parses and counts them (only small
     per-file tallies cross the shuffle that follows).
     """
 
-    def __init__(self, pattern: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        stream_above: int = STREAM_ABOVE,
+    ) -> None:
         super().__init__()
         self.pattern = pattern
         self.max_file_bytes = max_file_bytes
+        self.stream_above = stream_above
 
     def expand(self, pbegin):
-        return _read_matching(pbegin, self.pattern, ReadFileFn(self.max_file_bytes), "files")
+        matched = pbegin | "Match" >> MatchInputFiles(self.pattern)
+        read = (
+            matched["files"]
+            | "Spread" >> beam.Reshuffle()
+            | "Read"
+            >> beam.ParDo(ReadFileFn(self.max_file_bytes, self.stream_above)).with_outputs(
+                DEAD_LETTERS, LARGE, main="files"
+            )
+        )
+        dead_letters = (
+            matched[DEAD_LETTERS],
+            read[DEAD_LETTERS],
+        ) | "ReadDeadLetters" >> beam.Flatten()
+        return {"files": read.files, LARGE: read[LARGE], DEAD_LETTERS: dead_letters}
+
+
+class TallyLargeDocuments(beam.PTransform):
+    """``PCollection[str]`` of paths (``ReadLogFiles``' ``large``) -> ``tallies``
+    (``FileTally``) and ``dead_letters``, each document counted as a stream."""
+
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+        super().__init__()
+        self.max_file_bytes = max_file_bytes
+
+    def expand(self, paths):
+        return paths | "CountStreamed" >> beam.ParDo(
+            TallyLargeDocumentFn(self.max_file_bytes)
+        ).with_output_types(FileTally, **{DEAD_LETTERS: DeadLetter}).with_outputs(
+            DEAD_LETTERS, main=TALLIES
+        )
 
 
 class WriteBundleFn(beam.DoFn):
@@ -297,6 +414,104 @@ def _file_format(block: bytes) -> str:
         return ""
 
 
+SPLIT_BYTES = 64 << 20
+"""An uncompressed local access log larger than this (64 MiB) is read as ranges of about this
+many bytes, which several workers can share (``SplitFileFn``)."""
+
+
+class FileRange(NamedTuple):
+    """Bytes ``[start, end)`` of an access log (``end`` None: to the end of the file), which
+    start and end at line boundaries: ``lines_before`` lines come before them, and ``fmt`` is
+    the file's format as its first lines tell it."""
+
+    path: str
+    start: int
+    end: int | None
+    lines_before: int
+    fmt: str
+
+
+def _range_pieces(part: FileRange, block: int) -> Iterator[bytes]:
+    with open_input(part.path) as handle:
+        handle.seek(part.start)
+        left = None if part.end is None else part.end - part.start
+        while left is None or left > 0:
+            piece = handle.read(block if left is None else min(block, left))
+            if not piece:
+                break
+            if left is not None:
+                left -= len(piece)
+            yield piece
+
+
+def line_cuts(handle, split_bytes: int, block: int) -> tuple[list[tuple[int, int]], int]:
+    """Where ranges of about ``split_bytes`` start in a file read from ``handle``:
+    ``[(offset, lines before it)]``, the first ``(0, 0)``, each later one just after a line
+    end at least ``split_bytes`` after the one before; and the file's size. One read of the
+    file, newlines counted in C."""
+    cuts, position, lines, target = [(0, 0)], 0, 0, split_bytes
+    for chunk in iter(lambda: handle.read(block), b""):
+        start = max(0, target - 1 - position)
+        while start < len(chunk):
+            newline = chunk.find(b"\n", start)
+            if newline < 0:
+                break
+            cut = position + newline + 1
+            cuts.append((cut, lines + chunk.count(b"\n", 0, newline + 1)))
+            target = cut + split_bytes
+            start = target - 1 - position
+        lines += chunk.count(b"\n")
+        position += len(chunk)
+    return [(cut, before) for cut, before in cuts if cut < position], position
+
+
+class SplitFileFn(beam.DoFn):
+    """A matched access log (its path) -> ``FileRange``s of it, so that several workers read
+    one large file; or the path itself, read whole, for a file that is compressed, remote,
+    not larger than ``split_bytes``, over ``max_file_bytes`` (its reader says so), without a
+    line feed in its first block (CR-only line ends, or one huge line), or that cannot be
+    read now (its reader says why)."""
+
+    def __init__(
+        self,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        split_bytes: int = SPLIT_BYTES,
+        block: int = 1 << 22,
+    ) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.split_bytes = split_bytes
+        self.block = block
+
+    def process(self, path: str):
+        ranges = self._ranges(path)
+        yield from ranges or [path]
+
+    def _ranges(self, path: str) -> list[FileRange] | None:
+        if "://" in path or compression_of(path) is not None:
+            return None
+        try:
+            path.encode("utf-8")
+            size = os.stat(path).st_size
+            if size <= self.split_bytes or size > self.max_file_bytes:
+                return None
+            with open_input(path) as handle:
+                head = handle.read(self.block)
+                if cr_only_endings(head) is not False:
+                    return None
+                fmt = _file_format(head[: head.rfind(b"\n") + 1])
+                handle.seek(0)
+                cuts, _ = line_cuts(handle, self.split_bytes, self.block)
+        except (OSError, UnicodeEncodeError, FileProblem):
+            return None
+        if len(cuts) < 2:
+            return None
+        ends = [cut for cut, _ in cuts[1:]] + [None]
+        return [
+            FileRange(path, start, end, before, fmt)
+            for (start, before), end in zip(cuts, ends, strict=True)
+        ]
+
+
 class ReadLinesFn(beam.DoFn):
     """Reads a matched file (its path) with ``sources.read_pieces`` into ``AccessLine``s
     (1-based line numbers, text without the line ending), emitted as lists of up to ``CHUNK``
@@ -318,18 +533,32 @@ class ReadLinesFn(beam.DoFn):
         return AccessLine
 
     @beam.DoFn.yields_batches
-    def process(self, path: str) -> Iterator[LineList]:
+    def process(self, element) -> Iterator[LineList]:
+        """``element``: a path (the whole file), or a ``FileRange`` of it (``SplitAccessLogs``)."""
+        if isinstance(element, FileRange):
+            pieces = _range_pieces(element, self.BLOCK)
+            first = element.start == 0
+            yield from self._read(element.path, pieces, element.lines_before, element.fmt, first)
+            return
+        path = element
         dead = _path_ok(path)
         if dead is not None:
             yield pvalue.TaggedOutput(DEAD_LETTERS, [dead])
             return
-        number = 0  # lines read so far
-        fmt = None  # the file's format, told from its first block
+        yield from self._read(path, read_pieces(path, self.max_file_bytes, self.BLOCK), 0, None)
+
+    def _read(self, path: str, pieces, number: int, fmt: str | None, first: bool = True):
+        """The lines and dead letters of ``pieces`` of ``path``'s content, whose first line is
+        line ``number + 1``; ``fmt`` None tells the format from the first block. ``first``:
+        this read counts as the file's (metrics, progress)."""
         dead_letters: list[DeadLetter] = []
         tail = b""
-        cr_only = None  # whether lines end with CR alone (classic Mac OS), told at the start
+        before = number
+        # whether lines end with CR alone (classic Mac OS), told at the start; a range of a
+        # file is of one that ends its lines with LF (SplitFileFn)
+        cr_only = None if fmt is None else False
         try:
-            for piece in read_pieces(path, self.max_file_bytes, self.BLOCK):
+            for piece in pieces:
                 block = tail + piece
                 if cr_only is None:
                     cr_only = cr_only_endings(block)
@@ -356,9 +585,11 @@ class ReadLinesFn(beam.DoFn):
                 fmt = _file_format(tail) if fmt is None else fmt
                 yield from self._batches(path, tail + b"\n", number, dead_letters, fmt)
                 number += 1
-            self.files.inc()
-        self.lines.inc(number)
-        progress.report(files=1)
+            if first:
+                self.files.inc()
+        self.lines.inc(number - before)
+        if first:
+            progress.report(files=1)
         for dead in dead_letters:
             count_dead_letter(dead)
         if dead_letters:
@@ -427,15 +658,27 @@ class ReadLinesFn(beam.DoFn):
 
 class ReadAccessLogs(beam.PTransform):
     """``PBegin`` -> ``lines`` (``AccessLine``) and ``dead_letters``: the monitor's producer stage.
-    Files are matched, spread over workers, and read line by line."""
+    Files are matched, an uncompressed local file over ``split_bytes`` (None: none) is cut into
+    ranges at line ends (``SplitFileFn``), and the files and ranges are spread over workers and
+    read line by line (line numbers and dead letters as the whole file's)."""
 
-    def __init__(self, pattern: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        split_bytes: int | None = SPLIT_BYTES,
+    ) -> None:
         super().__init__()
         self.pattern = pattern
         self.max_file_bytes = max_file_bytes
+        self.split_bytes = split_bytes
 
     def expand(self, pbegin):
-        return _read_matching(pbegin, self.pattern, ReadLinesFn(self.max_file_bytes), "lines")
+        read_fn = ReadLinesFn(self.max_file_bytes)
+        split_fn = None
+        if self.split_bytes is not None:  # None: every file read whole
+            split_fn = SplitFileFn(self.max_file_bytes, self.split_bytes)
+        return _read_matching(pbegin, self.pattern, read_fn, "lines", split_fn)
 
 
 class WriteJsonLines(beam.PTransform):

@@ -14,7 +14,7 @@ from functools import partial
 import apache_beam as beam
 
 from beam_tally import console, input_check, metrics, report
-from beam_tally.io.files import ReadAccessLogs, WriteJsonLines, WriteToConsole
+from beam_tally.io.files import SPLIT_BYTES, ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io.kafka import MarkDrained, WriteJsonLinesOnce, is_kafka
 from beam_tally.io.stream import WriteJsonLinesLive, end_marker, live_source
 from beam_tally.options import (
@@ -29,7 +29,7 @@ from beam_tally.options import (
     options_help,
     parse_pipeline_args,
 )
-from beam_tally.runtime import prepare_runner, run_live, run_pipeline
+from beam_tally.runtime import prepare_runner, run_live, run_pipeline, several_workers
 from transforms.records import (
     alert_from_json,
     alert_json,
@@ -100,7 +100,13 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
         lines = p | "ReadStream" >> live_source(options, "access", marker, "monitor")
         read_dead_letters = []
     else:
-        read = p | "ReadAccessLogs" >> ReadAccessLogs(io_opts.input, io_opts.max_file_bytes)
+        # Ranges of a large file, and a shuffle before the stateful detector, only when several
+        # workers can share them: with one, both cost time (measured, 3.3M lines: 19.0 s
+        # against 15.4 s without).
+        split = SPLIT_BYTES if several_workers(options) else None
+        read = p | "ReadAccessLogs" >> ReadAccessLogs(
+            io_opts.input, io_opts.max_file_bytes, split_bytes=split
+        )
         lines, read_dead_letters = read["lines"], [read[DEAD_LETTERS]]
     # Both consumers take event time from AccessRecord.timestamp: no per-record stamping.
     parsed = lines | "ParseAccessLines" >> ParseAccessLines(opts.format, event_time=False)
@@ -109,8 +115,9 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
         opts.stats_window, opts.top, totals=True
     )
     stats, totals = computed["stats"], computed["totals"]
+    spread = not source and several_workers(options)
     detected = records | "DetectHighTraffic" >> DetectHighTraffic(
-        opts.threshold, opts.alert_window, opts.max_delay
+        opts.threshold, opts.alert_window, opts.max_delay, spread=spread
     )
     alerts = detected[ALERTS]
     dead_letters = (

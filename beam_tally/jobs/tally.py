@@ -1,6 +1,7 @@
 """The tally job: graph wiring (``build_tally_pipeline``) and the command (``run``).
 
-ReadLogFiles -> ParseLogDocuments -> TallyPerFile -> UpdateGlobalTally -> sinks:
+ReadLogFiles -> TallyDocuments (TallyLargeDocuments, streamed, for files over 64 MiB) ->
+UpdateGlobalTally -> sinks:
 ``tallies.jsonl``, ``global_tally.jsonl``, ``global_tally_final.json``, ``dead_letters.jsonl``
 under ``--output``, and the console; then ``report.html`` from those files (``beam_tally.report``).
 """
@@ -14,7 +15,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_tally import console, input_check, metrics, report
-from beam_tally.io.files import ReadLogFiles, WriteJsonLines, WriteToConsole
+from beam_tally.io.files import (
+    LARGE,
+    ReadLogFiles,
+    TallyLargeDocuments,
+    WriteJsonLines,
+    WriteToConsole,
+)
 from beam_tally.io.kafka import MarkDrained, WriteJsonLinesOnce, is_kafka
 from beam_tally.io.stream import WriteJsonLinesLive, end_marker, live_source, per_document_windows
 from beam_tally.options import (
@@ -36,13 +43,11 @@ from transforms.records import (
 )
 from transforms.tally import (
     DEAD_LETTERS,
-    DOCUMENTS,
     FINAL,
-    LOGS,
     METRICS_NAMESPACE,
+    TALLIES,
     UPDATES,
-    ParseLogDocuments,
-    TallyPerFile,
+    TallyDocuments,
     UpdateGlobalTally,
 )
 
@@ -102,11 +107,20 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
     else:
         read = p | "ReadLogFiles" >> ReadLogFiles(io_opts.input, io_opts.max_file_bytes)
         files, read_dead_letters = read["files"], [read[DEAD_LETTERS]]
-    parsed = files | "ParseLogDocuments" >> ParseLogDocuments(batched=not source)
-    tallies = (parsed[LOGS], parsed[DOCUMENTS]) | "TallyPerFile" >> TallyPerFile()
+    counted = files | "TallyDocuments" >> TallyDocuments()
+    tallies = counted[TALLIES]
+    if not source:
+        streamed = read[LARGE] | "TallyLargeDocuments" >> TallyLargeDocuments(
+            io_opts.max_file_bytes
+        )
+        read_dead_letters.append(streamed[DEAD_LETTERS])
+        # A stage boundary: the FnApiRunner fuses the reading and counting with the stateful
+        # UpdateGlobalTally into one stage otherwise, and runs a stateful stage on one worker.
+        tallies = (tallies, streamed[TALLIES]) | "AllTallies" >> beam.Flatten()
+        tallies = tallies | "GatherTallies" >> beam.Reshuffle()
     global_tally = tallies | "UpdateGlobalTally" >> UpdateGlobalTally()
     updates, final = global_tally[UPDATES], global_tally[FINAL]
-    dead_letters = (*read_dead_letters, parsed[DEAD_LETTERS]) | "AllDeadLetters" >> (beam.Flatten())
+    dead_letters = (*read_dead_letters, counted[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
 
     printed = updates
     if output:
@@ -144,7 +158,6 @@ def build_tally_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollectio
         "global_tally": updates,
         "final": final,
         "dead_letters": dead_letters,
-        "logs": parsed[LOGS],
     }
 
 

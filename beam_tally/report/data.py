@@ -52,10 +52,19 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
+def _lines_of(path: str) -> Iterator[bytes]:
+    """The lines of a file; a local one read line by line, not held whole."""
+    if "://" in path:
+        yield from _read_bytes(path).splitlines()
+        return
+    with open(path, "rb") as handle:
+        yield from handle
+
+
 def read_lines(output: str, name: str, pending: Mapping[str, str] | None = None) -> Iterator[dict]:
     """Every JSON line of output ``name``, parsed, and of its open roll in ``pending``."""
     for path in output_files(output, name):
-        for line in _read_bytes(path).splitlines():
+        for line in _lines_of(path):
             if line.strip():
                 yield orjson.loads(line)
     open_roll = (pending or {}).get(f"{name}.jsonl")
@@ -214,13 +223,14 @@ class TallyData:
     dead: DeadLetters
 
 
-def _final_tally(output: str, updates: list[dict]) -> list:
-    """``global_tally_final.json`` of a batch run, else the update after the most files."""
+def _final_tally(output: str, last: dict | None) -> list:
+    """``global_tally_final.json`` of a batch run, else ``last``, the update after the most
+    files."""
     path = os.path.join(output, FINAL_TALLY) if not _remote(output) else f"{output}/{FINAL_TALLY}"
     try:
         final = orjson.loads(_read_bytes(path))
     except FileNotFoundError:
-        final = max(updates, key=lambda row: row["files"], default={"global_tally": []})
+        final = last or {"global_tally": []}
     return [(entry["email"], entry["total"]) for entry in final["global_tally"]]
 
 
@@ -233,17 +243,16 @@ def read_tally(output: str, pending=None) -> TallyData:
         )
         for row in read_lines(output, "tallies", pending)
     )
-    updates = sorted(read_lines(output, "global_tally", pending), key=lambda row: row["files"])
-    growth = [
-        (
-            row["files"],
-            row["after"],
-            sum(entry["total"] for entry in row["global_tally"]),
-            len(row["global_tally"]),
-        )
-        for row in updates
-    ]
-    final = _final_tally(output, updates)
+    # One update at a time: global_tally.jsonl grows as files x emails, and only each update's
+    # sums (and the one after the most files) are kept.
+    growth, last = [], None
+    for row in read_lines(output, "global_tally", pending):
+        entries = row["global_tally"]
+        growth.append((row["files"], row["after"], sum(e["total"] for e in entries), len(entries)))
+        if last is None or row["files"] > last["files"]:
+            last = row
+    growth.sort(key=lambda update: update[0])
+    final = _final_tally(output, last)
     return TallyData(files, growth, final, read_dead_letters(output, pending=pending))
 
 

@@ -5,12 +5,20 @@ reason; no other exception escapes, and every record holds values every sink can
 from __future__ import annotations
 
 import json
+from collections import Counter
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transforms import access_log
-from transforms.parse_logs import parse_log_document
+from transforms.parse_logs import (
+    UNDECODABLE,
+    count_log_document,
+    count_log_stream,
+    parse_log_document,
+    reason_code,
+)
 from transforms.records import AccessRecord
 
 VALID_CSV = '"10.0.0.1","-","apache",1549573860,"GET /api/user HTTP/1.0",200,1234'
@@ -93,8 +101,34 @@ def test_mutated_clf_lines(text):
     check_line(text, access_log.CLF)
 
 
+def check_streamed(content: bytes, dead: list, counts: Counter) -> None:
+    """The streamed count (pieces of 1, 7 and 4,096 bytes) against the in-memory one: equal
+    for a document orjson reads; for one it does not, the same kind of whole-document dead
+    letter, with the same reason for undecodable bytes."""
+    whole = [d for d in dead if d.where is None]
+    try:
+        orjson.loads(content.removeprefix(b"\xef\xbb\xbf"))
+        strict = True
+    except orjson.JSONDecodeError:
+        strict = False
+    for size in (1, 7, 4096):
+        pieces = [content[i : i + size] for i in range(0, len(content), size)]
+        got_counts, got_dead, empty = count_log_stream("doc.json", pieces)
+        assert empty == (not content.strip())
+        if strict and not whole:
+            assert (got_counts, got_dead) == (counts, dead)
+        elif whole:
+            assert [reason_code(d.reason) for d in got_dead] == [reason_code(whole[0].reason)]
+            assert got_counts == {}
+            if reason_code(whole[0].reason) == UNDECODABLE:
+                assert got_dead == whole
+
+
 def check_document(content: bytes) -> None:
     batch, dead = parse_log_document("doc.json", content)
+    # The tally's counting path gives the same counts and the same dead letters.
+    assert count_log_document("doc.json", content) == (Counter(batch.emails), dead)
+    check_streamed(content, dead, Counter(batch.emails))
     assert all(type(email) is str for email in batch.emails)
     assert all(d.source == "doc.json" and d.reason for d in dead)
     whole = [d for d in dead if d.where is None]
