@@ -37,26 +37,33 @@ ALERT = r"generated an alert|^Recovered from"
 FLINK = ["--runner=FlinkRunner"]
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    need_tools("java", "javac", "mvn")
-    state = tmp_path_factory.mktemp("kafka")
+def kafka_sh(action: str, state: Path) -> str:
+    """``scripts/kafka.sh ACTION`` with its state in ``state``; its last line (the address)."""
     env = {**os.environ, "BEAM_TALLY_KAFKA": str(state)}
+    done = subprocess.run(
+        ["bash", str(KAFKA), action],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert done.returncode == 0, done.stderr
+    return (done.stdout.strip().splitlines() or [""])[-1]
+
+
+@pytest.fixture(scope="module")
+def broker_state(tmp_path_factory):
+    need_tools("java", "javac", "mvn")
+    return tmp_path_factory.mktemp("kafka")
+
+
+@pytest.fixture(scope="module")
+def broker(broker_state):
     try:
-        started = subprocess.run(
-            ["bash", str(KAFKA), "start"],
-            check=False,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE,
-        )
-        assert started.returncode == 0, started.stderr
-        yield started.stdout.strip().splitlines()[-1]
+        yield kafka_sh("start", broker_state)
     finally:
-        subprocess.run(
-            ["bash", str(KAFKA), "stop"], check=False, env=env, capture_output=True, timeout=60
-        )
+        kafka_sh("stop", broker_state)
 
 
 class Background:
@@ -269,6 +276,32 @@ def test_the_monitor_reads_a_topic_on_a_flink_cluster_too(broker, traffic, flink
         "monitor", broker, "cluster", tmp_path / "live",
         f"--flink_master={flink_cluster}", "--parallelism=2",
     )  # fmt: skip
+    try:
+        consumer.wait()
+    finally:
+        consumer.stop()
+    same_as_batch(tmp_path / "live", tmp_path / "batch")
+
+
+def test_a_producer_rides_out_a_broker_restart_without_loss_or_duplicates(
+    broker, broker_state, traffic, tmp_path
+):
+    """The broker stops mid-replay and starts again on the same address (its data kept): the
+    producer retries, and its idempotence means no record is written twice."""
+    batch(str(traffic / "b.csv"), tmp_path / "batch")
+    producer = produce(broker, "restart", str(traffic / "b.csv"), "--speedup", "20")  # 12 s
+    try:
+        producer.wait_until(lambda: producer.lines("first element"), "the replay's start")
+        time.sleep(3)
+        kafka_sh("stop", broker_state)
+        time.sleep(4)
+        assert producer.running(), "the producer waits for the broker"
+        assert kafka_sh("start", broker_state) == broker
+        producer.wait()
+    finally:
+        producer.stop()
+        kafka_sh("start", broker_state)  # for the tests after this one, whatever happened
+    consumer = consume("monitor", broker, "restart", tmp_path / "live")
     try:
         consumer.wait()
     finally:
