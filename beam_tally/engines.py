@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -608,12 +609,19 @@ def _local_restore(options) -> None:
     from beam_tally.options import FlinkJobOptions
 
     checkpoints = options.view_as(FlinkJobOptions)
-    if not checkpoints.savepoint_path or checkpoints.flink_conf_dir:
+    if not checkpoints.savepoint_path:
         return
+    if checkpoints.flink_conf_dir:
+        raise UsageError(
+            "--savepoint_path on the embedded Flink is applied through a Flink configuration "
+            "that beam-tally writes: drop --flink_conf_dir, or put execution.savepoint.path "
+            "into yours and drop --savepoint_path"
+        )
     folder = tempfile.mkdtemp(prefix="beam-tally-flink-conf-")
     atexit.register(shutil.rmtree, folder, True)
     path = checkpoints.savepoint_path.removeprefix("file://")
-    Path(folder, "flink-conf.yaml").write_text(f"execution.savepoint.path: {path}\n")
+    # JSON is YAML: the path stays one string whatever it holds
+    Path(folder, "flink-conf.yaml").write_text(f"execution.savepoint.path: {json.dumps(path)}\n")
     checkpoints.flink_conf_dir = folder
 
 

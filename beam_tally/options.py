@@ -148,8 +148,8 @@ class StreamOptions(PipelineOptions):
         parser.add_argument(
             "--consumer_group",
             metavar="G",
-            help="Kafka consumer group of a kafka:// --source (default beam-tally-JOB); its "
-            "offsets are committed at each Flink checkpoint",
+            help="Kafka consumer group of a kafka:// --source; given, its offsets are committed "
+            "at each Flink checkpoint (default: a new group per run, nothing committed)",
         )
         parser.add_argument(
             "--producers",
@@ -316,13 +316,15 @@ def check_source(options) -> str | None:
         raise UsageError("--source reads a live stream: add --streaming")
     if io_opts.input:
         raise UsageError("give --input (batch) or --streaming --source (live), not both")
-    _check_source_runner(stream, options.view_as(StandardOptions).runner)
+    _check_source_runner(options)
     check_output(io_opts)
     return stream.source
 
 
-def _check_source_runner(stream, runner) -> None:
+def _check_source_runner(options) -> None:
     """A ``kafka://`` source is read on Flink only, a ``HOST:PORT`` one on the DirectRunner."""
+    stream = options.view_as(StreamOptions)
+    runner = options.view_as(StandardOptions).runner
     name = runner.rsplit(".", 1)[-1] if isinstance(runner, str) else None
     if stream.source.startswith("kafka://"):
         from beam_tally.io.kafka import parse_address
@@ -330,6 +332,17 @@ def _check_source_runner(stream, runner) -> None:
         parse_address(stream.source)
         if stream.producers < 1:
             raise UsageError("--producers must be 1 or more: how many producers write the topic")
+        if stream.producers > 1 and options.view_as(FlinkJobOptions).savepoint_path:
+            raise UsageError(
+                "--savepoint_path with --producers above 1: a restore does not know which "
+                "producers had ended, so it could make a slower one's lines late; resume a "
+                "one-producer topic, or rerun from the start"
+            )
+        if "://" in (options.view_as(IOOptions).output or ""):
+            raise UsageError(
+                "a kafka:// run writes its outputs once each, by hard links: give a local "
+                "--output folder"
+            )
         if name not in ("FlinkRunner", "flink"):
             raise UsageError(
                 "a kafka:// --source is read by Beam's Java KafkaIO, which runs here on "

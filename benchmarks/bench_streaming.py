@@ -24,6 +24,7 @@ the live alerts differ from the batch ones.
 from __future__ import annotations
 
 import argparse
+import calendar
 import glob
 import json
 import os
@@ -217,7 +218,7 @@ def latency(args, root: str, tmp: str) -> None:
     for printed, line in consumer.lines:
         match = pattern.search(line)
         if match:
-            at = int(time.mktime(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))) - time.timezone
+            at = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))
             delays.append(printed - (served_at + (at - first_ts) / args.speedup))
     if not delays:
         raise harness.BenchError("no alert printed")

@@ -11,6 +11,7 @@ against a broker that ``scripts/kafka.sh`` starts in a temporary folder and stop
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import statistics
@@ -122,7 +123,7 @@ def latency(args, path: str, tmp: str, address: str) -> None:
     for printed, line in consumer.lines:
         match = ALERT.search(line)
         if match:
-            at = int(time.mktime(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))) - time.timezone
+            at = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))
             delays.append(printed - (served_at + (at - first_ts) / args.speedup))
     if not delays:
         raise harness.BenchError("no alert printed from Kafka")

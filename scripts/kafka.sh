@@ -109,6 +109,8 @@ log.message.timestamp.type=CreateTime
 # Record timestamps are event times, maybe years old: nothing is deleted or rolled for age.
 log.retention.ms=-1
 log.roll.ms=9223372036854775807
+# Records up to 8 MiB: a tally document may be ~4 MiB (beam_tally/io/kafka.py MAX_RECORD_BYTES).
+message.max.bytes=8388608
 # A topic is made by the producer, with its --partitions; a consumer never makes one by accident.
 auto.create.topics.enable=false
 EOF

@@ -98,7 +98,8 @@ def test_a_replayed_result_is_neither_written_nor_emitted_twice(tmp_path):
     assert not [f for f in os.listdir(directory) if f.endswith(".tmp")]
 
 
-def test_the_end_marker_is_written_once_everything_before_it_is_done(tmp_path):
+def test_the_end_marker_is_written_even_when_an_input_is_empty(tmp_path):
+    """Its timing (after every written output) is the engine tests' (tests/test_kafka.py)."""
     marker = str(tmp_path / ".stream-ended")
     with TestPipeline() as p:
         empty = p | "Empty" >> beam.Create([])

@@ -102,6 +102,11 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
           previousWatermark.isPresent()
               && previousWatermark.get().isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE);
       int expected = restored ? 1 : producers;
+      if (restored) {
+        // A restart in the same JVM (Flink restarting a failed job) re-reads from the
+        // checkpoint: the producers' newer watermarks seen before it must not hold.
+        PRODUCERS.put(partition, new ConcurrentHashMap<>());
+      }
       return new MarkerPolicy(
           partition, previousWatermark.orElse(BoundedWindow.TIMESTAMP_MIN_VALUE), expected);
     }

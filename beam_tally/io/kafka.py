@@ -17,6 +17,7 @@ clock and have no delay, which would make a replayed hour late: hence the marker
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import typing
@@ -38,7 +39,12 @@ END = b"end"
 # retention would delete them at once, and its time-based segment roll would start a segment
 # per batch. The topics the producer creates keep every record (README: "Live on a durable
 # log" says how to set an existing topic).
-TOPIC_CONFIG = {"retention.ms": "-1", "segment.ms": str(2**63 - 1)}
+MAX_RECORD_BYTES = 8 << 20  # a tally document may be ~4 MiB (as over gRPC); Kafka's default: 1 MB
+TOPIC_CONFIG = {
+    "retention.ms": "-1",
+    "segment.ms": str(2**63 - 1),
+    "max.message.bytes": str(MAX_RECORD_BYTES),
+}
 MARKER_EVERY = 0.1  # seconds of wall time between two rounds of markers, at most one round
 
 
@@ -149,7 +155,18 @@ class _DecodeFn(beam.DoFn):
         key, value = record
         if key is not None and key.startswith(MARKER_PREFIX):
             return
-        yield self.coder.decode(value)
+        try:
+            yield self.coder.decode(value)
+        except Exception as err:  # not what 'produce --to' writes for this job: a dead letter
+            yield self._dead_letter(key, f"undecodable Kafka record for {self.kind}: {err!r}")
+
+    def _dead_letter(self, key, reason: str):
+        from transforms.records import STREAM_ERROR, STREAM_ERROR_PREFIX, AccessLine, SourceFile
+
+        source = "kafka:" + (key or b"").decode("utf-8", "backslashreplace")
+        if self.kind == "access":
+            return AccessLine(source, 0, reason[:500], STREAM_ERROR)
+        return SourceFile(source, STREAM_ERROR_PREFIX + reason[:500].encode("utf-8"))
 
 
 class _MarkEndFn(beam.DoFn):
@@ -281,6 +298,7 @@ class KafkaWriter:
                 "acks": "all",
                 "linger.ms": 5,
                 "message.timeout.ms": int(timeout * 1000),
+                "message.max.bytes": MAX_RECORD_BYTES,
                 "log_level": 3,
             }
         )
@@ -306,13 +324,35 @@ class KafkaWriter:
                 if topic is not None and topic.error is None and topic.partitions:
                     break
                 time.sleep(0.1)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise UsageError(f"topic {self.topic!r} at {self.bootstrap} lists no partitions")
         count = len(topic.partitions)
         if partitions and count != partitions:
             raise UsageError(
                 f"topic {self.topic!r} exists with {count} partitions, not --partitions "
                 f"{partitions}: drop --partitions or use another topic"
             )
+        self.existing = self._records_held(list(topic.partitions))
         return count
+
+    def _records_held(self, partitions: list[int]) -> int:
+        """How many records the topic holds already (another producer's, or an earlier
+        replay's)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": f"beam-tally-probe-{self.id}"}
+        )
+        try:
+            held = 0
+            for partition in partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=10
+                )
+                held += max(0, high - low)
+            return held
+        finally:
+            consumer.close()
 
     def _delivered(self, err, message) -> None:
         if err is not None:
@@ -355,8 +395,10 @@ class KafkaWriter:
             )
 
     def end(self, newest: float) -> None:
-        """The replay is done: the end markers, then every record confirmed."""
-        self._markers(END, self.watermark if self.watermark is not None else newest)
+        """The replay is done: the end markers, then every record confirmed (an empty replay
+        has no time of its own: its markers are stamped 0)."""
+        at = self.watermark if self.watermark is not None else newest
+        self._markers(END, at if math.isfinite(at) else 0.0)
 
     def flush(self, timeout: float) -> int:
         """Waits for the broker to confirm everything; returns what is left unconfirmed."""
@@ -385,6 +427,13 @@ def produce(args, make_poll, settings, mark_late_line, say) -> int:
         signum: signal.signal(signum, lambda signum, frame: stop.append(signum))
         for signum in (signal.SIGINT, signal.SIGTERM)
     }
+    if writer.existing:
+        say(
+            f"note: topic {writer.topic} already holds {writer.existing:,} records. A consumer "
+            "reading it from its start sees them too, and a producer that ended there ends "
+            "its watermark: use a new topic per replay, unless producers write this one "
+            "together (then give the consumer --producers N)"
+        )
     mode = "following" if args.follow else "replaying"
     say(
         f"{mode} {args.kind} into topic {writer.topic} at {writer.bootstrap} "

@@ -323,10 +323,12 @@ def live_source(options, kind: str, marker: str | None, job: str) -> beam.PTrans
 
     stream = options.view_as(StreamOptions)
     if is_kafka(stream.source):
-        group = stream.consumer_group or f"beam-tally-{job}"
-        # Offsets are committed when a checkpoint completes: only with checkpoints on.
+        # Offsets are committed, at each completed checkpoint, for a group that is named only:
+        # a default group's commits would make the next fresh run start where this one ended
+        # (a restore takes its offsets from the checkpoint, not from the group).
+        group = stream.consumer_group or f"beam-tally-{job}-{uuid.uuid4().hex[:8]}"
         interval = options.view_as(FlinkJobOptions).checkpointing_interval
-        commit = interval is not None and interval > 0
+        commit = bool(stream.consumer_group) and interval is not None and interval > 0
         return ReadKafka(stream.source, kind, group, commit, stream.producers)
     return ReadStream(stream.source, kind, marker)
 
