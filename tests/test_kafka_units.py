@@ -57,6 +57,16 @@ def test_an_address_is_host_port_and_topic():
             "--partitions must be a positive number",
         ),
         (["produce", "access", "--input", "x.csv"], "--serve HOST:PORT or --to kafka://"),
+        (
+            ["monitor", "--streaming", "--source", "kafka://127.0.0.1:9/t", "--runner=FlinkRunner",
+             "--producers", "2", "--savepoint_path", "/tmp/chk-1", "--output", "o"],
+            "--savepoint_path with --producers above 1",
+        ),
+        (
+            ["monitor", "--streaming", "--source", "kafka://127.0.0.1:9/t", "--runner=FlinkRunner",
+             "--output", "gs://bucket/out"],
+            "give a local --output folder",
+        ),
     ],
 )  # fmt: skip
 def test_bad_kafka_command_lines_are_one_line_and_exit_2(argv, fragment, tmp_path):
