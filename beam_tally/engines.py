@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -620,8 +619,11 @@ def _local_restore(options) -> None:
     folder = tempfile.mkdtemp(prefix="beam-tally-flink-conf-")
     atexit.register(shutil.rmtree, folder, True)
     path = checkpoints.savepoint_path.removeprefix("file://")
-    # JSON is YAML: the path stays one string whatever it holds
-    Path(folder, "flink-conf.yaml").write_text(f"execution.savepoint.path: {json.dumps(path)}\n")
+    # Flink's legacy flink-conf.yaml is "key: value" lines, not YAML: quotes would stay in the
+    # path (seen: FileNotFoundException for 'chk-5"'), and '#' starts a comment.
+    if any(char in path for char in "#\n\r"):
+        raise UsageError(f"--savepoint_path {path!r}: give a path without '#' or line breaks")
+    Path(folder, "flink-conf.yaml").write_text(f"execution.savepoint.path: {path}\n")
     checkpoints.flink_conf_dir = folder
 
 

@@ -338,19 +338,26 @@ class KafkaWriter:
     def _records_held(self, partitions: list[int]) -> int:
         """How many records the topic holds already (another producer's, or an earlier
         replay's)."""
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         consumer = Consumer(
             {"bootstrap.servers": self.bootstrap, "group.id": f"beam-tally-probe-{self.id}"}
         )
         try:
-            held = 0
-            for partition in partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=10
-                )
-                held += max(0, high - low)
-            return held
+            for _ in range(40):  # a topic just made may not have its leader yet
+                try:
+                    return sum(
+                        max(0, high - low)
+                        for low, high in (
+                            consumer.get_watermark_offsets(
+                                TopicPartition(self.topic, partition), timeout=10
+                            )
+                            for partition in partitions
+                        )
+                    )
+                except KafkaException:
+                    time.sleep(0.25)
+            return 0  # only for a note: the replay goes on without it
         finally:
             consumer.close()
 
