@@ -63,6 +63,15 @@ def count_dead_letter(dead: DeadLetter) -> None:
     Metrics.counter(FILE_DEAD_LETTERS, dead.source).inc()
 
 
+def stream_error_dead_letter(doc: SourceFile) -> pvalue.TaggedOutput:
+    """A document the producer could not send (its content ``STREAM_ERROR_PREFIX`` + the
+    reason), as the counted dead letter it becomes."""
+    reason = doc.content[len(STREAM_ERROR_PREFIX) :].decode("utf-8", "replace")
+    dead = DeadLetter(doc.source, None, reason, "")
+    count_dead_letter(dead)
+    return pvalue.TaggedOutput(DEAD_LETTERS, dead)
+
+
 class ParseLogDocumentFn(beam.DoFn):
     """Parses one ``SourceFile`` into one ``LogBatch`` (its valid logs, as columns), its source
     and note (tag ``documents``: ``(source, parse_logs.document_note)``) and its dead letters
@@ -75,10 +84,7 @@ class ParseLogDocumentFn(beam.DoFn):
 
     def process(self, doc: SourceFile):
         if doc.content.startswith(STREAM_ERROR_PREFIX):  # the producer could not send it
-            reason = doc.content[len(STREAM_ERROR_PREFIX) :].decode("utf-8", "replace")
-            dead = DeadLetter(doc.source, None, reason, "")
-            count_dead_letter(dead)
-            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            yield stream_error_dead_letter(doc)
             return
         batch, dead_letters = parse_log_document(doc.source, doc.content)
         self.documents.inc()
@@ -287,10 +293,7 @@ class TallyDocumentFn(beam.DoFn):
 
     def process(self, doc: SourceFile):
         if doc.content.startswith(STREAM_ERROR_PREFIX):  # the producer could not send it
-            reason = doc.content[len(STREAM_ERROR_PREFIX) :].decode("utf-8", "replace")
-            dead = DeadLetter(doc.source, None, reason, "")
-            count_dead_letter(dead)
-            yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            yield stream_error_dead_letter(doc)
             return
         counts, dead_letters = count_log_document(doc.source, doc.content)
         empty = not doc.content.strip()
