@@ -15,11 +15,9 @@ file that Polars cannot read at all adds nothing. Needs ``pip install 'beam-tall
 
 from __future__ import annotations
 
-import argparse
-import glob
-import os
 import sys
 
+import baseline_cli
 import orjson
 import polars as pl
 
@@ -61,20 +59,7 @@ def tally(paths: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="polars_tally.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--input", required=True, help="files to read (quote the glob)")
-    parser.add_argument("--output", required=True, help="directory for the output")
-    args = parser.parse_args(argv)
-    paths = sorted(glob.glob(args.input))
-    if not paths:
-        print(f"polars_tally.py: --input {args.input!r} matches no file", file=sys.stderr)
-        return 2
-    entries = tally(paths)
-    os.makedirs(args.output, exist_ok=True)
-    final = {"global_tally": entries, "files": len(paths), "after": None}
-    with open(os.path.join(args.output, "global_tally_final.json"), "wb") as handle:
-        handle.write(orjson.dumps(final) + b"\n")
-    return 0
+    return baseline_cli.main("polars_tally.py", __doc__, tally, argv)
 
 
 if __name__ == "__main__":
