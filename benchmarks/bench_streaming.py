@@ -202,6 +202,26 @@ def throughput(args, root: str, tmp: str) -> float:
     return lines / min(child.seconds for child in runs["live"])
 
 
+ALERT = re.compile(r"(?:triggered|recovered) at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+
+
+def alert_delays(producer: Child, consumer: Child, speedup: float) -> list[float]:
+    """For each alert and recovery the consumer printed: the seconds from when the lines of its
+    second were due (the producer's pacing origin plus event time over ``speedup``) to when it
+    was printed."""
+    origin = producer.wait_for(r"first element: event time (\d+) due at ([\d.]+)", 1)
+    first_ts, served_at = int(origin[1]), float(origin[2])
+    delays = []
+    for printed, line in consumer.lines:
+        match = ALERT.search(line)
+        if match:
+            at = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))
+            delays.append(printed - (served_at + (at - first_ts) / speedup))
+    if not delays:
+        raise harness.BenchError("no alert printed")
+    return delays
+
+
 def latency(args, root: str, tmp: str) -> None:
     path = os.path.join(root, f"access_{args.latency_seconds}s.csv")
     lines = traffic(path, args.latency_seconds)
@@ -211,17 +231,7 @@ def latency(args, root: str, tmp: str) -> None:
     )
     out = os.path.join(tmp, "latency")
     producer, consumer = live_run(path, out, args.timeout, "--speedup", str(args.speedup))
-    origin = producer.wait_for(r"first element: event time (\d+) due at ([\d.]+)", 1)
-    first_ts, served_at = int(origin[1]), float(origin[2])
-    pattern = re.compile(r"(?:triggered|recovered) at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
-    delays = []
-    for printed, line in consumer.lines:
-        match = pattern.search(line)
-        if match:
-            at = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))
-            delays.append(printed - (served_at + (at - first_ts) / args.speedup))
-    if not delays:
-        raise harness.BenchError("no alert printed")
+    delays = alert_delays(producer, consumer, args.speedup)
     floor = 1 / args.speedup
     median = statistics.median(delays)
     print(
@@ -236,7 +246,7 @@ def latency(args, root: str, tmp: str) -> None:
         batch.wait(args.timeout)
     finally:
         batch.stop()
-    batch_first = next(t for t, line in batch.lines if pattern.search(line)) - started
+    batch_first = next(t for t, line in batch.lines if ALERT.search(line)) - started
     print(f"  batch monitor over the same file prints its first alert after {batch_first:.2f} s")
     return median
 

@@ -11,9 +11,7 @@ against a broker that ``scripts/kafka.sh`` starts in a temporary folder and stop
 
 from __future__ import annotations
 
-import calendar
 import os
-import re
 import statistics
 import subprocess
 import time
@@ -21,7 +19,6 @@ import time
 import harness
 
 KAFKA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "kafka.sh")
-ALERT = re.compile(r"(?:triggered|recovered) at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 
 
 class Broker:
@@ -100,7 +97,7 @@ def throughput(args, path: str, lines: int, batch_alerts, tmp: str, address: str
 
 
 def latency(args, path: str, tmp: str, address: str) -> None:
-    from bench_streaming import Child
+    from bench_streaming import Child, alert_delays
 
     _topic(address, "latency")
     consumer = _consumer(Child, address, "latency", os.path.join(tmp, "kafka_latency"))
@@ -117,16 +114,7 @@ def latency(args, path: str, tmp: str, address: str) -> None:
         for child in (consumer, producer):
             if child is not None:
                 child.stop()
-    origin = producer.wait_for(r"first element: event time (\d+) due at ([\d.]+)", 1)
-    first_ts, served_at = int(origin[1]), float(origin[2])
-    delays = []
-    for printed, line in consumer.lines:
-        match = ALERT.search(line)
-        if match:
-            at = calendar.timegm(time.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ"))
-            delays.append(printed - (served_at + (at - first_ts) / args.speedup))
-    if not delays:
-        raise harness.BenchError("no alert printed from Kafka")
+    delays = alert_delays(producer, consumer, args.speedup)
     print(
         f"  kafka line written -> alert printed: median {statistics.median(delays):.3f} s, "
         f"min {min(delays):.3f} s, max {max(delays):.3f} s over {len(delays)} alerts and "
