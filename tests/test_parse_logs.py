@@ -172,3 +172,34 @@ def test_counting_skips_unhashable_and_lone_surrogate_emails():
         (3, parse_logs.EMAIL_NOT_STRING),
         (4, parse_logs.NOT_AN_OBJECT),
     ]
+
+
+def general_count(content: bytes):
+    """count_log_document's general path (orjson) on its own."""
+    return parse_logs.count_logs("f", orjson.loads(content))
+
+
+@given(logs_strategy)
+def test_the_typed_read_takes_documents_with_bad_logs_and_agrees_with_the_general_path(logs):
+    # The tally's fast path must not fall back on ordinary bad logs (every large file has some).
+    content = orjson.dumps({"id": 1, "logs": [{"email": "a@x"}, *logs, [1, {"email": "x"}]]})
+    typed = parse_logs._count_typed("f", content)
+    assert typed is not None
+    assert typed == general_count(content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"logs": [{"email": "b\\udc80@x"}, {"email": "a@x"}]}',  # lone surrogate: lenient path
+        b'{"logs": [12345678901234567890123, {"email": "a@x"}]}',  # beyond 64 bits: orjson refuses
+        b'{"logs": [{"email": "a@x", "m": ' + b"[" * 2000 + b"]" * 2000 + b"}]}",  # too deep
+        b'{"logs": {"email": "a@x"}}',  # no list
+        b'{"logs": [{"email": "a@x"}], "logs": [{"email": "b@x"}, 7]}',  # the last key wins
+        b'\xef\xbb\xbf{"logs": [{"email": "a@x"}, null]}',  # a byte order mark
+    ],
+)
+def test_documents_the_typed_read_refuses_or_reads_count_as_the_general_path_does(content):
+    reread, dead, lenient = parse_logs._load("f", content)
+    expected = ({}, [dead]) if dead is not None else parse_logs.count_logs("f", reread, lenient)
+    assert count_log_document("f", content) == expected

@@ -17,6 +17,7 @@ from operator import is_, is_not
 from typing import Any
 
 import ijson
+import msgspec
 import orjson
 
 from transforms.log_batch import LogBatch
@@ -193,9 +194,64 @@ def _email_column(logs: list, lenient: bool) -> tuple[list, list[int]]:
     return emails, bad
 
 
+class _Log(msgspec.Struct, gc=False):
+    """A log object as the typed reader sees it: only its email (any JSON value; ``None`` when
+    missing too); its other fields are skipped, not built."""
+
+    email: Any = None
+
+
+class _Document(msgspec.Struct, gc=False):
+    logs: list[_Log | list | str | int | float | bool | None]
+
+
+class _RawDocument(msgspec.Struct, gc=False):
+    logs: list[msgspec.Raw]
+
+
+_TYPED = msgspec.json.Decoder(_Document)
+_RAW_LOGS = msgspec.json.Decoder(_RawDocument)
+_TYPED_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
+def _count_typed(source: str, content: bytes) -> tuple[dict[str, int], list[DeadLetter]] | None:
+    """``count_log_document`` by a typed read that builds no dict per log and no id or message
+    string (a third of orjson's time here); ``None`` when that read refuses the document, which
+    then takes the general path (orjson, and the lenient and too-deep readers after it).
+
+    The readers agree where both accept: strict UTF-8 without lone surrogates, the last of
+    duplicate keys. The rare bad logs are read again on their own, from the document's exact
+    bytes, so that their dead letters are the general path's."""
+    try:
+        logs = _TYPED.decode(content).logs
+    except _TYPED_ERRORS:
+        return None
+    emails = [log.email if type(log) is _Log else _NOT_AN_OBJECT for log in logs]
+    bad = list(compress(count(), map(is_not, map(type, emails), repeat(str))))
+    if not bad:
+        return Counter(emails), []
+    try:
+        raws = _RAW_LOGS.decode(content).logs
+        values = {i: orjson.loads(memoryview(raws[i])) for i in bad}
+    except (*_TYPED_ERRORS, orjson.JSONDecodeError):
+        return None
+    dead = [
+        _dead_letter(source, i, log, log.get("email") if type(log) is dict else _NOT_AN_OBJECT)
+        for i, log in values.items()
+    ]
+    for i in bad:  # out of the count: a bad email may not even be hashable
+        emails[i] = _NOT_AN_OBJECT
+    counts = Counter(emails)
+    del counts[_NOT_AN_OBJECT]
+    return counts, dead
+
+
 def count_log_document(source: str, content: bytes) -> tuple[dict[str, int], list[DeadLetter]]:
     """The tally of one document: ``{email: valid logs}`` and the same dead letters as
     ``parse_log_document``, without building columns of the valid logs."""
+    counted = _count_typed(source, content.removeprefix(b"\xef\xbb\xbf"))
+    if counted is not None:
+        return counted
     doc, dead, lenient = _load(source, content)
     if dead is not None:
         return {}, [dead]
