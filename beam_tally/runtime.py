@@ -172,7 +172,41 @@ def batch_runner(options) -> PipelineRunner | None:
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    _close_workers_together()
     return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(info))
+
+
+def _close_workers_together() -> None:
+    """At the end of a run the FnApiRunner closes its worker processes one after the other,
+    each close waiting for that process to exit (about 0.3 s each here, a Python process
+    with Beam loaded). Here they are all told to close at once, and then waited for."""
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    manager = worker_handlers.WorkerHandlerManager
+    if getattr(manager.close_all, "together", False):
+        return
+    close_one_by_one = manager.close_all
+
+    def close_all(self) -> None:
+        handlers = {handler for group in self._cached_handlers.values() for handler in group}
+        if len(handlers) > 1:
+            closers = [threading.Thread(target=_close_worker, args=(h,)) for h in handlers]
+            for closer in closers:
+                closer.start()
+            for closer in closers:
+                closer.join()
+            self._cached_handlers.clear()
+        close_one_by_one(self)  # what is left: Beam's own closing of its servers
+
+    close_all.together = True
+    manager.close_all = close_all
+
+
+def _close_worker(handler) -> None:
+    try:
+        handler.close()
+    except Exception:  # as Beam's close_all: one worker's failure does not stop the others
+        logging.getLogger(__name__).exception("could not close worker %s", handler)
 
 
 def _teardown_cancel(exc: BaseException | None) -> bool:

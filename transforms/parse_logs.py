@@ -8,6 +8,7 @@ A document is ``{"logs": [{"id", "email", "message"}, ...]}``. A log needs an ``
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import re
 from collections import Counter
@@ -226,10 +227,15 @@ def _count_typed(source: str, content: bytes) -> tuple[dict[str, int], list[Dead
         logs = _TYPED.decode(content).logs
     except _TYPED_ERRORS:
         return None
-    emails = [log.email if type(log) is _Log else _NOT_AN_OBJECT for log in logs]
-    bad = list(compress(count(), map(is_not, map(type, emails), repeat(str))))
-    if not bad:
-        return Counter(emails), []
+    emails = [
+        log.email if type(log) is _Log and type(log.email) is str else _NOT_AN_OBJECT
+        for log in logs
+    ]
+    counts = Counter(emails)
+    if _NOT_AN_OBJECT not in counts:
+        return counts, []
+    del counts[_NOT_AN_OBJECT]
+    bad = _positions(emails, _NOT_AN_OBJECT)
     try:
         raws = _RAW_LOGS.decode(content).logs
         values = {i: orjson.loads(memoryview(raws[i])) for i in bad}
@@ -239,11 +245,17 @@ def _count_typed(source: str, content: bytes) -> tuple[dict[str, int], list[Dead
         _dead_letter(source, i, log, log.get("email") if type(log) is dict else _NOT_AN_OBJECT)
         for i, log in values.items()
     ]
-    for i in bad:  # out of the count: a bad email may not even be hashable
-        emails[i] = _NOT_AN_OBJECT
-    counts = Counter(emails)
-    del counts[_NOT_AN_OBJECT]
     return counts, dead
+
+
+def _positions(values: list, marker: object) -> list[int]:
+    """The indexes of ``marker`` in ``values``, ascending (``list.index`` scans in C)."""
+    found, at = [], -1
+    with contextlib.suppress(ValueError):
+        while True:
+            at = values.index(marker, at + 1)
+            found.append(at)
+    return found
 
 
 def count_log_document(source: str, content: bytes) -> tuple[dict[str, int], list[DeadLetter]]:
