@@ -1,5 +1,5 @@
 import sys
 
-from beam_tally.cli import main
+from beam_tally.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -6,6 +6,7 @@ matches nothing, 1 for a failure of the run, 130 on Ctrl-C.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -83,6 +84,16 @@ def _dispatch(command: str, argv: list[str]) -> int:  # noqa: PLR0911 - a branch
     from beam_tally.generate import tally as generate_tally
 
     return generate_tally.run(argv)
+
+
+def entry() -> int:
+    """The ``beam-tally`` command: ``main``, then a cheaper exit. Python's exit ends with a
+    collection that walks every object left, and Beam's import leaves hundreds of thousands
+    (0.13 s of each run here); frozen, they are skipped. Only for the command's own process:
+    ``main`` called in-process (tests) leaves the collector alone."""
+    code = main()
+    gc.freeze()
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,3 +35,39 @@ def test_a_batch_direct_run_goes_straight_to_the_fn_api_runner():
     # Streaming, and any other runner, stay with the runner --runner names.
     assert batch_runner(PipelineOptions(["--runner=DirectRunner", "--streaming"])) is None
     assert batch_runner(PipelineOptions(["--runner=PortableRunner"])) is None
+
+
+def test_the_runners_worker_processes_are_closed_together():
+    import threading
+    from collections import defaultdict
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from beam_tally.runtime import batch_runner
+
+    batch_runner(PipelineOptions(["--runner=DirectRunner"]))  # installs the closing
+    # Each close waits until every other one has begun: closed one after the other, the first
+    # would wait out the barrier's timeout and break it.
+    barrier = threading.Barrier(3, timeout=10)
+    closed = []
+
+    class Worker:
+        def close(self):
+            barrier.wait()
+            closed.append(self)
+
+    class Failing:
+        def close(self):
+            barrier.wait()
+            raise RuntimeError("this worker could not be closed")
+
+    manager = worker_handlers.WorkerHandlerManager.__new__(worker_handlers.WorkerHandlerManager)
+    workers = [Worker(), Worker()]
+    manager._cached_handlers = defaultdict(list, {"env": [*workers, Failing()]})
+    manager._workers_by_id = {}
+    manager._grpc_server = None
+    manager.close_all()
+    assert sorted(map(id, closed)) == sorted(map(id, workers))  # one failure stops no other
+    assert not barrier.broken
+    assert manager._cached_handlers == {}
