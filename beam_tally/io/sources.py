@@ -337,9 +337,18 @@ def read_pieces(
     inflater = Inflater(path, max_bytes, piece)
     raw_size = piece if inflater.kind is None else min(piece, 1 << 16)  # bounded expansion
     with open_input(path) as handle:
+        if inflater.kind is None and "://" not in path:
+            # A read allocates what it asks for before it reads: asked for the file's size and
+            # a byte more (to see a file that grew), not ``piece``, a whole file is one read.
+            raw_size = max(1, min(raw_size, os.fstat(handle.fileno()).st_size + 1))
         while True:
             raw = handle.read(raw_size)
             if not raw:
                 break
             yield from inflater.feed(raw)
+            if len(raw) < raw_size:
+                # Most likely the end: seen with a small read, for a big one would allocate
+                # its size again while the content is still held (page faults on fresh memory:
+                # most of the cost of reading a cached file here).
+                raw_size = min(raw_size, 1 << 16)
     inflater.finish()
