@@ -63,16 +63,12 @@ def tune_malloc() -> None:
     the environment, to the worker processes a run starts; a setting already in the
     environment is the user's and is kept."""
     import ctypes
-    import ctypes.util
 
     for name, value in MALLOC_SETTINGS.items():
         os.environ.setdefault(name, str(value))
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already has loaded
     except (OSError, AttributeError):  # not glibc: nothing to tune
-        return
-    if mallopt is None:
         return
     for env, param in _MALLOPT.items():
         with contextlib.suppress(ValueError):
