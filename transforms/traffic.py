@@ -15,8 +15,12 @@ DirectRunner).
 """
 
 import pickle
+from array import array
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
+from itertools import compress
 from operator import itemgetter
 from typing import Iterator
 
@@ -32,7 +36,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms import access_log
 from transforms.alert_rule import ALERT, TrafficAlertRule
-from transforms.list_batches import LineList, RecordList
+from transforms.list_batches import LineList, RecordColumns, RecordList
 from transforms.records import (
     STREAM_ERROR,
     AccessLine,
@@ -45,7 +49,10 @@ from transforms.records import (
 from transforms.tally import DEAD_LETTERS, FILE_RECORDS, METRICS_NAMESPACE, count_dead_letter
 
 RECORDS = "records"
-_SOURCE = itemgetter(AccessRecord._fields.index("source"))
+_LINE_SOURCE = itemgetter(AccessLine._fields.index("source"))
+_LINE_NUMBER = itemgetter(AccessLine._fields.index("line"))
+_LINE_TEXT = itemgetter(AccessLine._fields.index("text"))
+_LINE_FORMAT = itemgetter(AccessLine._fields.index("fmt"))
 ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
@@ -118,20 +125,47 @@ class ParseAccessLineFn(beam.DoFn):
         elif records:
             yield RecordList(records)
 
+    def _parse_columns(self, lines: LineList) -> tuple[RecordColumns, list[DeadLetter]]:
+        """``_parse`` of a batch, into columns: the lines of the usual shape at once
+        (``access_log.parse_columns``), the others one by one. The batch's lines must share
+        one known format (as a file's do), else all go one by one."""
+        formats = set(map(_LINE_FORMAT, lines))
+        fmt = self.fmt
+        if fmt == "auto":
+            fmt = next(iter(formats)) if len(formats) == 1 else ""
+        parsed = None
+        if fmt in access_log.FORMATS and STREAM_ERROR not in formats:
+            parsed = access_log.parse_columns(list(map(_LINE_TEXT, lines)), fmt)
+        if parsed is None:
+            records, dead_letters = self._parse(lines)
+            return RecordColumns.of(records), dead_letters
+        columns, matches = parsed
+        matched = list(compress(lines, matches))
+        columns.append(list(map(_LINE_SOURCE, matched)))
+        columns.append(list(map(_LINE_NUMBER, matched)))
+        self.records.inc(len(matched))
+        dead_letters: list[DeadLetter] = []
+        if len(matched) < len(lines):  # header, blank, bad or unusual lines: one by one
+            others = [line for line, match in zip(lines, matches, strict=True) if match is None]
+            records, dead_letters = self._parse(others)
+            for column, values in zip(columns, zip(*records, strict=True), strict=False):
+                column.extend(values)
+        return RecordColumns(columns), dead_letters
+
     @beam.DoFn.yields_batches
-    def process_batch(self, lines: LineList) -> Iterator[RecordList]:
-        records, dead_letters = self._parse(lines)
+    def process_batch(self, lines: LineList) -> Iterator[RecordColumns]:
+        records, dead_letters = self._parse_columns(lines)
         if records:  # valid records per file, per batch (a batch is one file's, as a rule)
-            sources = set(map(_SOURCE, records))
+            sources = set(records.source)
             if len(sources) == 1:
                 Metrics.counter(FILE_RECORDS, sources.pop()).inc(len(records))
             else:
-                for source, n in Counter(map(_SOURCE, records)).items():
+                for source, n in Counter(records.source).items():
                     Metrics.counter(FILE_RECORDS, source).inc(n)
         if dead_letters:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letters)
         if records:
-            yield RecordList(records)
+            yield records
 
 
 class ParseAccessLines(beam.PTransform):
@@ -230,21 +264,27 @@ class TrafficStatsCombineFn(beam.CombineFn):
 
 
 class _BundleAggregateFn(beam.DoFn):
-    """Aggregates a bundle's records in ``_add`` (batched, or one at a time on runners without
-    Batched DoFns, such as the streaming DirectRunner); subclasses emit in ``finish_bundle``."""
+    """Aggregates a bundle's records in ``_add``, a ``RecordColumns`` batch at a time (from
+    the parser's batches, or made from each element on runners without Batched DoFns, such
+    as the streaming DirectRunner); subclasses emit in ``finish_bundle``."""
 
-    def _add(self, records) -> None:
+    def _add(self, records: RecordColumns) -> None:
         raise NotImplementedError
 
     def process(self, record: AccessRecord):
         """Element-wise, for runners without Batched DoFns (the streaming DirectRunner); a
         ``RecordList`` element (from the live stream's chunks) is added whole."""
-        self._add(record if isinstance(record, list) else (record,))
+        self._add(RecordColumns.of(record if isinstance(record, list) else (record,)))
 
     @beam.DoFn.yields_elements
-    def process_batch(self, records: RecordList):
+    def process_batch(self, records: RecordColumns):
         self._add(records)
         return iter(())
+
+
+@lru_cache(maxsize=1024)
+def _status_class(status: int) -> str:
+    return _STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"
 
 
 BUNDLE_TOTALS = "bundle_totals"
@@ -266,14 +306,54 @@ class PartialStatsFn(_BundleAggregateFn):
     def start_bundle(self):
         self.partials: dict[int, list] = {}
 
-    def _add(self, records) -> None:
-        partials, size, add = self.partials, self.size, self.combine_fn.add_input
-        for record in records:
-            start = record.timestamp - record.timestamp % size
+    def _add(self, records: RecordColumns) -> None:
+        """``TrafficStatsCombineFn.add_input`` of each record into its window's partial, the
+        same sums counted a window at a time: the batch's rows are ordered by window (one
+        sort, in C), then each window's slice of a key column is one ``Counter`` (a C loop)
+        added once to its window's partial."""
+        partials, size = self.partials, self.size
+        starts = [second - second % size for second in records.timestamp]
+        order = sorted(range(len(starts)), key=starts.__getitem__)
+        starts = list(map(starts.__getitem__, order))
+        hosts, sizes, sections, statuses, users = (
+            list(map(column.__getitem__, order))
+            for column in (
+                records.host,
+                records.bytes,
+                records.section,
+                records.status,
+                records.user,
+            )
+        )
+        create = self.combine_fn.create_accumulator
+        i, n = 0, len(starts)
+        while i < n:
+            start = starts[i]
+            j = bisect_right(starts, start, i)
             acc = partials.get(start)
             if acc is None:
-                acc = partials[start] = self.combine_fn.create_accumulator()
-            add(acc, record)
+                acc = partials[start] = create()
+            window_hosts, window_sizes = hosts[i:j], sizes[i:j]
+            acc[0] += j - i
+            acc[1] += sum(window_sizes)
+            host_bytes = acc[5]
+            for host, bytes_ in zip(window_hosts, window_sizes, strict=True):
+                host_bytes[host] = host_bytes.get(host, 0) + bytes_
+            # accumulator slots: 2 sections, 3 status classes, 4 hits per host, 6 per user
+            keyed = (
+                (2, sections[i:j]),
+                (3, map(_status_class, statuses[i:j])),
+                (4, window_hosts),
+                (6, users[i:j]),
+            )
+            for slot, keys in keyed:
+                counts = acc[slot]
+                if counts:
+                    for key, hits in Counter(keys).items():
+                        counts[key] = counts.get(key, 0) + hits
+                else:  # the window's first rows here: the counts as they are
+                    acc[slot] = dict(Counter(keys))
+            i = j
 
     def finish_bundle(self):
         partials, self.partials = self.partials, {}
@@ -506,29 +586,68 @@ class ComputeTrafficStats(beam.PTransform):
         return {"stats": stats, "totals": totals}
 
 
+class SecondCounts:
+    """A bundle's records per event second (``counts``: second -> records) and where they came
+    from, for the detector to dead-letter the lines of a second that arrives late:
+    ``origins`` maps each source to two arrays of the same length, each record's second and
+    line number (16 bytes a record, where a list of line numbers per second took ~40)."""
+
+    __slots__ = ("counts", "origins")
+
+    def __init__(self, counts: dict[int, int], origins: dict[str, tuple[array, array]]) -> None:
+        self.counts = counts
+        self.origins = origins
+
+    def __reduce__(self):
+        return SecondCounts, (self.counts, self.origins)
+
+    def lines_of(self, seconds: set[int]) -> dict[int, dict[str, list[int]]]:
+        """``{second: {source: line numbers}}`` of the records in ``seconds``, in input order."""
+        found: dict[int, dict[str, list[int]]] = {}
+        for source, (record_seconds, lines) in self.origins.items():
+            for second, line in zip(record_seconds, lines, strict=True):
+                if second in seconds:
+                    found.setdefault(second, {}).setdefault(source, []).append(line)
+        return found
+
+
 class CountPerSecondFn(_BundleAggregateFn):
-    """Counts a bundle's records per event second: one element per bundle, ``{second: ([count],
-    origins)}``, where ``origins`` maps each source to its line numbers (used only if late)."""
+    """Counts a bundle's records per event second: one ``("all", SecondCounts)`` per bundle."""
 
     def start_bundle(self):
-        self.seconds: dict[int, tuple[list, dict[str, list[int]]]] = {}
+        self.seconds: dict[int, int] = {}
+        self.origins: dict[str, tuple[array, array]] = {}
 
-    def _add(self, records) -> None:
+    def _add(self, records: RecordColumns) -> None:
         seconds = self.seconds
-        for record in records:
-            entry = seconds.get(record.timestamp)
-            if entry is None:
-                entry = seconds[record.timestamp] = ([0], {})
-            entry[0][0] += 1
-            entry[1].setdefault(record.source, []).append(record.line)
+        for second, count in Counter(records.timestamp).items():
+            seconds[second] = seconds.get(second, 0) + count
+        sources = records.source
+        if not sources:
+            return
+        if sources[0] == sources[-1] and len(set(sources)) == 1:  # one file's batch, usually
+            origin = self._origin(sources[0])
+            origin[0].extend(records.timestamp)
+            origin[1].extend(records.line)
+            return
+        for source, second, line in zip(sources, records.timestamp, records.line, strict=True):
+            origin = self._origin(source)
+            origin[0].append(second)
+            origin[1].append(line)
+
+    def _origin(self, source: str) -> tuple[array, array]:
+        origin = self.origins.get(source)
+        if origin is None:
+            origin = self.origins[source] = (array("q"), array("q"))
+        return origin
 
     def finish_bundle(self):
         if self.seconds:
             # One element for the whole bundle, at its earliest second (the watermark hold).
             yield window.GlobalWindows.windowed_value(
-                ("all", self.seconds), timestamp=min(self.seconds)
+                ("all", SecondCounts(self.seconds, self.origins)), timestamp=min(self.seconds)
             )
-        self.seconds = {}
+        self.seconds, self.origins = {}, {}
 
 
 def _read_rule(state) -> TrafficAlertRule | None:
@@ -589,19 +708,25 @@ class DetectHighTrafficFn(beam.DoFn):
         progress=beam.DoFn.TimerParam(PROGRESS),
         end=beam.DoFn.TimerParam(END),
     ):
-        _, seconds = keyed
+        _, counted = keyed
+        seconds = counted.counts
         rule = _read_rule(rule_state) or TrafficAlertRule(self.threshold, self.window_seconds)
-        for second, ((count,), origins) in sorted(seconds.items()):
+        late = []
+        for second, count in sorted(seconds.items()):
             if rule.is_late(second):
                 self.late.inc(count)
+                late.append(second)
+            else:
+                rule.add(second, count)
+        if late:
+            where = counted.lines_of(set(late))
+            for second in late:
                 reason = f"late: event second {second} was already evaluated"
-                for source, lines in origins.items():
+                for source, lines in where.get(second, {}).items():
                     for line in lines:
                         dead = DeadLetter(source, line, reason, "")
                         count_dead_letter(dead)
                         yield pvalue.TaggedOutput(LATE, dead)
-            else:
-                rule.add(second, count)
         _write_rule(rule_state, rule)
         # A pending timer is never pushed later (it must fire as soon as the watermark reaches
         # it), but is moved earlier by a bundle whose newest second is earlier: one outlier
@@ -671,7 +796,7 @@ class DetectHighTraffic(beam.PTransform):
 
     def expand(self, records):
         counts = records | "CountPerSecond" >> beam.ParDo(CountPerSecondFn()).with_output_types(
-            tuple[str, dict]
+            tuple[str, SecondCounts]
         )
         if self.spread:
             counts = counts | "Gather" >> beam.Reshuffle()

@@ -7,6 +7,7 @@ prints formatted elements on stdout.
 
 import glob
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -51,6 +52,7 @@ MAX_LINE_BYTES = 64 << 20
 one such line per worker would be the memory limit."""
 
 _as_access_line = partial(tuple.__new__, AccessLine)
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that surrogateescape could not decode
 _COPY_CHUNK = 1 << 20
 _NO_PART = ("", "")
 _KEYED_PART = tuple[str, tuple[str, str]]  # (temporary directory, (file name, part path))
@@ -618,41 +620,37 @@ class ReadLinesFn(beam.DoFn):
         path: str, block: bytes, before: int, dead_letters: list[DeadLetter], fmt: str
     ) -> LineList:
         """The ``AccessLine`` of a block's decodable lines (``\\r`` stripped from
-        their ends, as line by line); each undecodable line becomes a dead letter."""
-        view = memoryview(block)
+        their ends, as line by line); each undecodable line becomes a dead letter.
+
+        The block is decoded once, its undecodable bytes escaped (``surrogateescape``: a
+        valid UTF-8 line never decodes to U+DC80..U+DCFF), so the bad lines are those holding
+        an escape, and each one's bytes are its text encoded back."""
+        text = block.decode("utf-8", "surrogateescape")
+        lines = text.split("\n")[:-1]
+        if "\r" in text:
+            lines = [line.rstrip("\r") for line in lines]
+        bad, index, position = [], 0, 0
+        for escape in _ESCAPED_BYTE.finditer(text):
+            index += text.count("\n", position, escape.start())
+            position = escape.start()
+            if not bad or bad[-1] != index:
+                bad.append(index)
         numbered = LineList()
-        position, number = 0, before + 1  # where the next run starts, and its first line
-        end = len(block)
-        while position < end:
-            try:
-                text = str(view[position:], "utf-8")
-                bad_line = None
-            except UnicodeDecodeError as err:
-                bad_at = position + err.start
-                bad_line = max(position, block.rfind(b"\n", position, bad_at) + 1)
-                text = str(view[position:bad_line], "utf-8")
-            lines = text.split("\n")[:-1]
-            if "\r" in text:
-                lines = [line.rstrip("\r") for line in lines]
-            numbered.extend(
-                map(_as_access_line, zip(repeat(path), count(number), lines, repeat(fmt)))
-            )
-            number += len(lines)
-            if bad_line is None:
-                break
-            line_end = block.index(b"\n", bad_line)
-            raw = block[bad_line:line_end]
+        start = 0  # the first line of the next run of good lines
+        for index in bad:
+            run = zip(repeat(path), count(before + 1 + start), lines[start:index], repeat(fmt))
+            numbered.extend(map(_as_access_line, run))
+            raw = lines[index].encode("utf-8", "surrogateescape")
             try:  # the error's position within the line itself
                 raw.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                reason = f"undecodable bytes: invalid UTF-8 at byte {bad.start}"
-                dead_letters.append(
-                    DeadLetter(path, number, reason, truncate_raw(raw.rstrip(b"\r")))
-                )
-            else:  # pragma: no cover - the block's error lies within this line
-                numbered.append(AccessLine(path, number, raw.decode("utf-8").rstrip("\r"), fmt))
-            number += 1
-            position = line_end + 1
+            except UnicodeDecodeError as err:
+                reason = f"undecodable bytes: invalid UTF-8 at byte {err.start}"
+            else:  # pragma: no cover - an escape is an undecodable byte
+                reason = "undecodable bytes"
+            dead_letters.append(DeadLetter(path, before + 1 + index, reason, truncate_raw(raw)))
+            start = index + 1
+        run = zip(repeat(path), count(before + 1 + start), lines[start:], repeat(fmt))
+        numbered.extend(map(_as_access_line, run))
         return numbered
 
 
