@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import direct_pipeline
 from transforms import access_log
-from transforms.list_batches import LineList, RecordColumns
+from transforms.list_batches import LineColumns, RecordColumns
 from transforms.records import AccessLine, AccessRecord, DeadLetter, truncate_raw
 from transforms.tally import DEAD_LETTERS
 from transforms.traffic import (
@@ -61,8 +61,8 @@ def line_by_line(lines: list[AccessLine], fmt: str):
     return records, dead
 
 
-def numbered(texts: list[str], fmt: str, source: str = "access.log") -> LineList:
-    return LineList(AccessLine(source, n, text, fmt) for n, text in enumerate(texts, 1))
+def numbered(texts: list[str], fmt: str, source: str = "access.log") -> LineColumns:
+    return LineColumns.numbered(source, range(1, len(texts) + 1), list(texts), fmt)
 
 
 @pytest.mark.parametrize(
@@ -91,16 +91,16 @@ def test_a_date_past_9999_sends_the_whole_batch_line_by_line_with_the_same_resul
 
 
 def test_a_batch_of_mixed_or_unknown_formats_parses_line_by_line():
-    lines = LineList([*numbered(CSV_LINES[1:3], "csv"), *numbered(CLF_LINES[:1], "clf", "b.log")])
-    columns, dead = ParseAccessLineFn("auto")._parse_columns(lines)
+    lines = [*numbered(CSV_LINES[1:3], "csv"), *numbered(CLF_LINES[:1], "clf", "b.log")]
+    columns, dead = ParseAccessLineFn("auto")._parse_columns(LineColumns.of(lines))
     expected = line_by_line(lines[:2], "csv")[0] + line_by_line(lines[2:], "clf")[0]
     assert sorted(columns) == sorted(expected) and dead == []
-    unknown = LineList(line._replace(fmt="") for line in lines)
+    unknown = LineColumns.of(line._replace(fmt="") for line in lines)
     assert sorted(ParseAccessLineFn("auto")._parse_columns(unknown)[0]) == sorted(expected)
 
 
 def test_parse_access_lines_in_a_pipeline_gives_each_record_and_dead_letter():
-    lines = numbered(CSV_LINES * 50, "csv")
+    lines = list(numbered(CSV_LINES * 50, "csv"))
     records, dead = line_by_line(lines, "csv")
     with direct_pipeline() as p:
         parsed = p | beam.Create(lines) | ParseAccessLines("auto", event_time=False)
@@ -116,6 +116,9 @@ def test_record_columns_round_trip():
     assert list(RecordColumns.of([])) == [] and len(RecordColumns.of([])) == 0
     with pytest.raises(ValueError):
         RecordColumns([[1]])
+    lines = numbered(["a", "b"], "clf", "f.log")
+    assert list(lines) == [AccessLine("f.log", 1, "a", "clf"), AccessLine("f.log", 2, "b", "clf")]
+    assert LineColumns.of(lines) == lines and lines.text == ["a", "b"]
 
 
 def random_records(rng: random.Random, n: int, sources=("a.log",)) -> list[AccessRecord]:

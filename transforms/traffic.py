@@ -9,19 +9,18 @@ Per-second counts feed one keyed stateful DoFn that evaluates the rule of ``aler
 by second as the watermark passes (an event-time timer), the same way in batch and streaming.
 Both consumers take event time from ``AccessRecord.timestamp``, not from element timestamps.
 
-The per-line DoFns are Batched DoFns over ``LineList``/``RecordList`` (``list_batches``), each
+The per-line DoFns are Batched DoFns over ``LineColumns``/``RecordColumns`` (``list_batches``),
+lines and records as one list per field, so that parsing and counting run in C loops; each
 with an element-wise ``process`` too, for runners without batch support (the streaming
 DirectRunner).
 """
 
 import pickle
 from array import array
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 from itertools import compress
-from operator import itemgetter
 from typing import Iterator
 
 import apache_beam as beam
@@ -36,7 +35,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms import access_log
 from transforms.alert_rule import ALERT, TrafficAlertRule
-from transforms.list_batches import LineList, RecordColumns, RecordList
+from transforms.list_batches import LineColumns, RecordColumns, RecordList
 from transforms.records import (
     STREAM_ERROR,
     AccessLine,
@@ -49,10 +48,6 @@ from transforms.records import (
 from transforms.tally import DEAD_LETTERS, FILE_RECORDS, METRICS_NAMESPACE, count_dead_letter
 
 RECORDS = "records"
-_LINE_SOURCE = itemgetter(AccessLine._fields.index("source"))
-_LINE_NUMBER = itemgetter(AccessLine._fields.index("line"))
-_LINE_TEXT = itemgetter(AccessLine._fields.index("text"))
-_LINE_FORMAT = itemgetter(AccessLine._fields.index("fmt"))
 ALERTS = "alerts"
 LATE = "late"
 FORMATS = ("auto", "csv", "clf")
@@ -125,35 +120,38 @@ class ParseAccessLineFn(beam.DoFn):
         elif records:
             yield RecordList(records)
 
-    def _parse_columns(self, lines: LineList) -> tuple[RecordColumns, list[DeadLetter]]:
+    def _parse_columns(self, lines: LineColumns) -> tuple[RecordColumns, list[DeadLetter]]:
         """``_parse`` of a batch, into columns: the lines of the usual shape at once
         (``access_log.parse_columns``), the others one by one. The batch's lines must share
         one known format (as a file's do), else all go one by one."""
-        formats = set(map(_LINE_FORMAT, lines))
+        formats = set(lines.fmt)
         fmt = self.fmt
         if fmt == "auto":
             fmt = next(iter(formats)) if len(formats) == 1 else ""
         parsed = None
         if fmt in access_log.FORMATS and STREAM_ERROR not in formats:
-            parsed = access_log.parse_columns(list(map(_LINE_TEXT, lines)), fmt)
+            parsed = access_log.parse_columns(lines.text, fmt)
         if parsed is None:
             records, dead_letters = self._parse(lines)
             return RecordColumns.of(records), dead_letters
         columns, matches = parsed
-        matched = list(compress(lines, matches))
-        columns.append(list(map(_LINE_SOURCE, matched)))
-        columns.append(list(map(_LINE_NUMBER, matched)))
-        self.records.inc(len(matched))
+        columns.append(list(compress(lines.source, matches)))
+        columns.append(list(compress(lines.line, matches)))
+        matched = len(columns[-1])
+        self.records.inc(matched)
         dead_letters: list[DeadLetter] = []
-        if len(matched) < len(lines):  # header, blank, bad or unusual lines: one by one
-            others = [line for line, match in zip(lines, matches, strict=True) if match is None]
+        if matched < len(lines):  # header, blank, bad or unusual lines: one by one
+            others, at = [], -1
+            for _ in range(len(lines) - matched):
+                at = matches.index(None, at + 1)
+                others.append(AccessLine(*(column[at] for column in lines.columns)))
             records, dead_letters = self._parse(others)
             for column, values in zip(columns, zip(*records, strict=True), strict=False):
                 column.extend(values)
         return RecordColumns(columns), dead_letters
 
     @beam.DoFn.yields_batches
-    def process_batch(self, lines: LineList) -> Iterator[RecordColumns]:
+    def process_batch(self, lines: LineColumns) -> Iterator[RecordColumns]:
         records, dead_letters = self._parse_columns(lines)
         if records:  # valid records per file, per batch (a batch is one file's, as a rule)
             sources = set(records.source)
@@ -307,53 +305,30 @@ class PartialStatsFn(_BundleAggregateFn):
         self.partials: dict[int, list] = {}
 
     def _add(self, records: RecordColumns) -> None:
-        """``TrafficStatsCombineFn.add_input`` of each record into its window's partial, the
-        same sums counted a window at a time: the batch's rows are ordered by window (one
-        sort, in C), then each window's slice of a key column is one ``Counter`` (a C loop)
-        added once to its window's partial."""
-        partials, size = self.partials, self.size
-        starts = [second - second % size for second in records.timestamp]
-        order = sorted(range(len(starts)), key=starts.__getitem__)
-        starts = list(map(starts.__getitem__, order))
-        hosts, sizes, sections, statuses, users = (
-            list(map(column.__getitem__, order))
-            for column in (
-                records.host,
-                records.bytes,
-                records.section,
-                records.status,
-                records.user,
-            )
-        )
-        create = self.combine_fn.create_accumulator
-        i, n = 0, len(starts)
-        while i < n:
-            start = starts[i]
-            j = bisect_right(starts, start, i)
-            acc = partials.get(start)
-            if acc is None:
-                acc = partials[start] = create()
-            window_hosts, window_sizes = hosts[i:j], sizes[i:j]
-            acc[0] += j - i
-            acc[1] += sum(window_sizes)
-            host_bytes = acc[5]
-            for host, bytes_ in zip(window_hosts, window_sizes, strict=True):
-                host_bytes[host] = host_bytes.get(host, 0) + bytes_
-            # accumulator slots: 2 sections, 3 status classes, 4 hits per host, 6 per user
-            keyed = (
-                (2, sections[i:j]),
-                (3, map(_status_class, statuses[i:j])),
-                (4, window_hosts),
-                (6, users[i:j]),
-            )
-            for slot, keys in keyed:
-                counts = acc[slot]
-                if counts:
-                    for key, hits in Counter(keys).items():
-                        counts[key] = counts.get(key, 0) + hits
-                else:  # the window's first rows here: the counts as they are
-                    acc[slot] = dict(Counter(keys))
-            i = j
+        """``TrafficStatsCombineFn.add_input`` of each record into its window's partial,
+        inlined over the batch's columns zipped (no call and no tuple unpacking per record;
+        measured faster than counting each window's slice with ``Counter``)."""
+        partials, size, create = self.partials, self.size, self.combine_fn.create_accumulator
+        columns = (records.host, records.user, records.section, records.bytes)
+        classes = map(_status_class, records.status)
+        current = None  # lines come mostly in time order: the window of the line before
+        for second, host, user, section, size_, status_class in zip(
+            records.timestamp, *columns, classes, strict=True
+        ):
+            start = second - second % size
+            if start != current:
+                acc = partials.get(start)
+                if acc is None:
+                    acc = partials[start] = create()
+                current = start
+                sections, statuses, host_hits, host_bytes, users = acc[2:]
+            acc[0] += 1
+            acc[1] += size_
+            sections[section] = sections.get(section, 0) + 1
+            statuses[status_class] = statuses.get(status_class, 0) + 1
+            host_hits[host] = host_hits.get(host, 0) + 1
+            host_bytes[host] = host_bytes.get(host, 0) + size_
+            users[user] = users.get(user, 0) + 1
 
     def finish_bundle(self):
         partials, self.partials = self.partials, {}
