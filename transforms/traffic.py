@@ -65,9 +65,10 @@ class ParseAccessLineFn(beam.DoFn):
     line's file, or else tells the line apart by a CSV line's leading quote). Header and blank
     lines are skipped; every other bad line is a dead letter.
 
-    Lines are parsed a batch at a time (Beam's Batched DoFns): records leave as lists, and dead
-    letters as lists on their own tag, so no per-line element crosses Beam's machinery between
-    here and the batch-aware consumers; element-wise consumers still see one element per line.
+    Lines are parsed a batch at a time (Beam's Batched DoFns): records leave as
+    ``RecordColumns``, and dead letters as lists on their own tag, so no per-line element
+    crosses Beam's machinery between here and the batch-aware consumers; element-wise
+    consumers still see one element per line.
     """
 
     def __init__(self, fmt: str = "auto") -> None:
