@@ -402,14 +402,17 @@ class _FakeTimer:
 def test_detector_sets_a_timer_at_each_second_the_watermark_may_pass_beside_the_first():
     """Seconds within ``max_delay`` of the newest get a timer each, beside the one at the
     first second to evaluate: an advance past several fires them in one round."""
+    from array import array
+
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.timestamp import Timestamp
 
-    from transforms.traffic import DetectHighTrafficFn
+    from transforms.traffic import DetectHighTrafficFn, SecondCounts
 
     fn = DetectHighTrafficFn(1.0, 10, max_delay=3)
     rule, pending, progress, end = _FakeState(), _FakeState(), _FakeTimer(), _FakeTimer()
-    seconds = {s: ([1], {"f": [s]}) for s in range(100, 111)}
+    lines = array("q", range(100, 111))
+    seconds = SecondCounts(dict.fromkeys(range(100, 111), 1), {"f": (lines, lines)})
     list(fn.process(("all", seconds), GlobalWindow(), rule, pending, progress, end))
     # the first at 108 (the newest, 110, max_delay behind, plus one), then 109, 110, 111
     assert progress.set_at == {"": 108, "109": 109, "110": 110, "111": 111}

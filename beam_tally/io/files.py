@@ -7,12 +7,11 @@ prints formatted elements on stdout.
 
 import glob
 import os
+import re
 import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterable
-from functools import partial
-from itertools import count, repeat
 from typing import Iterator, NamedTuple
 
 import apache_beam as beam
@@ -35,7 +34,7 @@ from beam_tally.io.sources import (
     unreadable,
 )
 from transforms import access_log
-from transforms.list_batches import LineList
+from transforms.list_batches import LineColumns
 from transforms.parse_logs import count_log_stream
 from transforms.records import AccessLine, DeadLetter, FileTally, SourceFile, truncate_raw
 from transforms.tally import (
@@ -50,7 +49,7 @@ MAX_LINE_BYTES = 64 << 20
 """A line longer than this (64 MiB, no line end in sight) ends the file's reading: held whole,
 one such line per worker would be the memory limit."""
 
-_as_access_line = partial(tuple.__new__, AccessLine)
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that surrogateescape could not decode
 _COPY_CHUNK = 1 << 20
 _NO_PART = ("", "")
 _KEYED_PART = tuple[str, tuple[str, str]]  # (temporary directory, (file name, part path))
@@ -514,8 +513,9 @@ class SplitFileFn(beam.DoFn):
 
 class ReadLinesFn(beam.DoFn):
     """Reads a matched file (its path) with ``sources.read_pieces`` into ``AccessLine``s
-    (1-based line numbers, text without the line ending), emitted as lists of up to ``CHUNK``
-    lines (Beam's Batched DoFns: element-wise consumers still see one ``AccessLine`` at a time).
+    (1-based line numbers, text without the line ending), emitted as ``LineColumns`` batches of
+    up to ``CHUNK`` lines (Beam's Batched DoFns: element-wise consumers still see one
+    ``AccessLine`` at a time).
     An undecodable line, an unreadable file, or a name that is not valid Unicode is a dead
     letter; a file that cannot be read to its end (damaged, too large, failing) keeps the lines
     read before, and one dead letter for the file (``where`` None) says why, its unfinished
@@ -533,7 +533,7 @@ class ReadLinesFn(beam.DoFn):
         return AccessLine
 
     @beam.DoFn.yields_batches
-    def process(self, element) -> Iterator[LineList]:
+    def process(self, element) -> Iterator[LineColumns]:
         """``element``: a path (the whole file), or a ``FileRange`` of it (``SplitAccessLogs``)."""
         if isinstance(element, FileRange):
             pieces = _range_pieces(element, self.BLOCK)
@@ -598,62 +598,60 @@ class ReadLinesFn(beam.DoFn):
     def _batches(
         self, path: str, block: bytes, before: int, dead_letters: list[DeadLetter], fmt: str
     ):
-        """Lists of ``(source, line, text)`` for a block of whole lines, decoded at once; a
-        block with undecodable bytes is decoded a run of good lines at a time, around each bad
-        line (a typical block holds a few, and decoding line by line costs more than parsing)."""
+        """``LineColumns`` of up to ``CHUNK`` lines for a block of whole lines, decoded at
+        once; a block with undecodable bytes is decoded with them escaped, and each line that
+        holds one is a dead letter (a typical block holds a few)."""
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError:
-            lines = self._around_bad_lines(path, block, before, dead_letters, fmt)
+            numbers, lines = self._around_bad_lines(path, block, before, dead_letters)
         else:
             if "\r" in text:  # CRLF line endings
                 text = text.replace("\r\n", "\n")
-            numbered = zip(repeat(path), count(before + 1), text.split("\n")[:-1], repeat(fmt))
-            lines = LineList(map(_as_access_line, numbered))  # in C: no Python call per line
+            lines = text.split("\n")[:-1]
+            numbers = range(before + 1, before + 1 + len(lines))
         for start in range(0, len(lines), self.CHUNK):
-            yield LineList(lines[start : start + self.CHUNK])
+            end = start + self.CHUNK
+            yield LineColumns.numbered(path, numbers[start:end], lines[start:end], fmt)
 
     @staticmethod
     def _around_bad_lines(
-        path: str, block: bytes, before: int, dead_letters: list[DeadLetter], fmt: str
-    ) -> LineList:
-        """The ``AccessLine`` of a block's decodable lines (``\\r`` stripped from
-        their ends, as line by line); each undecodable line becomes a dead letter."""
-        view = memoryview(block)
-        numbered = LineList()
-        position, number = 0, before + 1  # where the next run starts, and its first line
-        end = len(block)
-        while position < end:
-            try:
-                text = str(view[position:], "utf-8")
-                bad_line = None
-            except UnicodeDecodeError as err:
-                bad_at = position + err.start
-                bad_line = max(position, block.rfind(b"\n", position, bad_at) + 1)
-                text = str(view[position:bad_line], "utf-8")
-            lines = text.split("\n")[:-1]
-            if "\r" in text:
-                lines = [line.rstrip("\r") for line in lines]
-            numbered.extend(
-                map(_as_access_line, zip(repeat(path), count(number), lines, repeat(fmt)))
-            )
-            number += len(lines)
-            if bad_line is None:
+        path: str, block: bytes, before: int, dead_letters: list[DeadLetter]
+    ) -> tuple[list[int], list[str]]:
+        """The numbers and texts of a block's decodable lines (``\\r`` stripped from their
+        ends, as line by line); each undecodable line becomes a dead letter.
+
+        The block is decoded once, its undecodable bytes escaped (``surrogateescape``: a
+        valid UTF-8 line never decodes to U+DC80..U+DCFF), so the bad lines are those holding
+        an escape, and each one's bytes are its text encoded back."""
+        text = block.decode("utf-8", "surrogateescape")
+        lines = text.split("\n")[:-1]
+        if "\r" in text:
+            lines = [line.rstrip("\r") for line in lines]
+        bad, index, position = [], 0, 0
+        for escape in _ESCAPED_BYTE.finditer(text):
+            index += text.count("\n", position, escape.start())
+            position = escape.start()
+            if not bad or bad[-1] != index:
+                bad.append(index)
+        numbers: list[int] = []
+        good: list[str] = []
+        start = 0  # the first line of the next run of good lines
+        for index in [*bad, len(lines)]:
+            numbers.extend(range(before + 1 + start, before + 1 + index))
+            good.extend(lines[start:index])
+            if index == len(lines):
                 break
-            line_end = block.index(b"\n", bad_line)
-            raw = block[bad_line:line_end]
+            raw = lines[index].encode("utf-8", "surrogateescape")
             try:  # the error's position within the line itself
                 raw.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                reason = f"undecodable bytes: invalid UTF-8 at byte {bad.start}"
-                dead_letters.append(
-                    DeadLetter(path, number, reason, truncate_raw(raw.rstrip(b"\r")))
-                )
-            else:  # pragma: no cover - the block's error lies within this line
-                numbered.append(AccessLine(path, number, raw.decode("utf-8").rstrip("\r"), fmt))
-            number += 1
-            position = line_end + 1
-        return numbered
+            except UnicodeDecodeError as err:
+                reason = f"undecodable bytes: invalid UTF-8 at byte {err.start}"
+            else:  # pragma: no cover - an escape is an undecodable byte
+                reason = "undecodable bytes"
+            dead_letters.append(DeadLetter(path, before + 1 + index, reason, truncate_raw(raw)))
+            start = index + 1
+        return numbers, good
 
 
 class ReadAccessLogs(beam.PTransform):
