@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -47,6 +48,67 @@ def tune_gc() -> tuple[int, int, int]:
 def restore_gc(previous: tuple[int, int, int]) -> None:
     gc.unfreeze()
     gc.set_threshold(*previous)
+
+
+@contextlib.contextmanager
+def cached_dofn_introspection():
+    """While the block runs, Beam's introspection of DoFns is computed once per function and
+    DoFn class instead of at every bundle. Nothing here changes results.
+
+    The streaming DirectRunner, at every bundle of every ParDo step, asks whether the DoFn is
+    stateful (three times: ``userstate.get_dofn_specs``, which inspects the signature of every
+    method the DoFn has, its base class's too) and builds a ``DoFnSignature`` of its methods
+    (``core.get_function_args_defaults``, ``inspect.signature`` each). The answers depend only
+    on the functions (a bound method's on its function), and the specs only on the class,
+    unless an instance carries methods of its own or the class inspects a function it wraps
+    (``_inspect_process``, as ``beam.Map``'s DoFn does): those are inspected as before.
+    """
+    from apache_beam.runners.direct import transform_evaluator
+    from apache_beam.transforms import core, userstate
+
+    args_defaults, dofn_specs = core.get_function_args_defaults, userstate.get_dofn_specs
+    arguments: dict[object, tuple[list, list]] = {}
+    specs: dict[type, tuple[set, set]] = {}
+
+    def cached_args_defaults(f):
+        if isinstance(f, types.MethodType):
+            key = ("bound", f.__func__)  # without its first parameter
+        elif isinstance(f, types.FunctionType):
+            key = f
+        else:  # a class, a partial, a builtin: as Beam does
+            return args_defaults(f)
+        found = arguments.get(key)
+        if found is None:
+            found = arguments[key] = args_defaults(f)
+        return list(found[0]), list(found[1])  # callers own the lists they get
+
+    def cached_dofn_specs(dofn):
+        cls = type(dofn)
+        own = getattr(dofn, "__dict__", None)
+        if (
+            own is None
+            or any(isinstance(value, types.MethodType) for value in own.values())
+            or any(name.startswith("_inspect_") for name in dir(cls))
+        ):
+            return dofn_specs(dofn)
+        found = specs.get(cls)
+        if found is None:
+            found = specs[cls] = dofn_specs(dofn)
+        return set(found[0]), set(found[1])
+
+    patched = [
+        (core, "get_function_args_defaults", cached_args_defaults),
+        (userstate, "get_dofn_specs", cached_dofn_specs),
+        (transform_evaluator, "get_dofn_specs", cached_dofn_specs),
+    ]
+    previous = [(module, name, getattr(module, name)) for module, name, _ in patched]
+    for module, name, value in patched:
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in previous:
+            setattr(module, name, value)
 
 
 def prepare_output(output: str, names: Sequence[str]) -> None:
@@ -291,7 +353,11 @@ def run_live(
         # Beam's stream reader runs in a thread of its own: a producer that refuses this
         # consumer (full since wait_for_source checked) is collected, for the run to report in
         # one line.
-        with _caught_thread_errors(stream_refused) as refused, while_running():
+        with (
+            _caught_thread_errors(stream_refused) as refused,
+            while_running(),
+            cached_dofn_introspection(),
+        ):
             result = p.run()
             if kafka:  # an engine takes a while to start: say that the job is under way
                 print(f"beam-tally: the job runs, reading {stream.source}", file=sys.stderr)
