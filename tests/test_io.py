@@ -146,3 +146,27 @@ def test_split_reading_in_a_pipeline_gives_the_same_lines_and_dead_letters(tmp_p
             equal_to(whole_dead),
             label="dead letters",
         )
+
+
+def test_line_list_coder_round_trips_chunks_as_access_lines():
+    """A chunk of one file (columns with its source and format once), and one of several files
+    and formats, decode to equal ``AccessLine``s, in a ``LineList``."""
+    from beam_tally.io.stream import LineListCoder
+    from transforms.list_batches import LineList
+    from transforms.records import AccessLine
+
+    coder = LineListCoder()
+    one_file = LineList(AccessLine("a.csv", n, f"line {n}", "csv") for n in range(1, 600))
+    mixed = LineList(
+        [
+            AccessLine("a.csv", 1, "x", "csv"),
+            AccessLine("b.log", 7, "y", "clf"),
+            AccessLine("c", 2, ""),
+        ]
+    )
+    for chunk in (one_file, mixed, LineList()):
+        decoded = coder.decode(coder.encode(chunk))
+        assert type(decoded) is LineList and decoded == chunk
+        assert all(type(line) is AccessLine for line in decoded)
+        assert [line.fmt for line in decoded] == [line.fmt for line in chunk]
+    assert coder.encode(one_file)[:1] == b"c"

@@ -118,7 +118,7 @@ def test_a_line_too_long_to_stream_is_a_dead_letter_and_the_rest_goes_on(tmp_pat
     path.write_bytes(csv_line(1) + b"x" * (3 << 20) + b"\n" + csv_line(2))
     poll = access_poll(str(path), "csv", follow=True)
     items = []
-    for _ in range(3):  # the long line spans reads
+    for _ in range(6):  # the long line spans reads (FIRST_BLOCK, then twice as much each)
         for update in poll():
             items += update.items
     assert [(ts, line.line, line.fmt) for ts, line in items] == [
@@ -271,3 +271,31 @@ def test_a_chunk_of_control_characters_is_no_larger_than_utf8_would_be():
     encoded = stream_coder("access").encode(chunk)
     assert len(encoded) < 100_000 + 100
     assert stream_coder("access").decode(encoded) == chunk
+
+
+def test_a_replay_reads_a_small_first_block_then_twice_as_much_each_poll_up_to_block(tmp_path):
+    """The first lines leave soon after a consumer connects, and later polls are large: the
+    lines of each poll fit in that poll's block (FIRST_BLOCK, doubled each time, BLOCK at
+    most) with the line the block before cut, and together they are the file's lines."""
+    from beam_tally.live import produce
+
+    path = tmp_path / "a.csv"
+    lines = [csv_line(1_000_000 + n // 50) for n in range(60_000)]
+    path.write_bytes(CSV_HEADER + b"".join(lines))
+    assert len(CSV_HEADER) + sum(map(len, lines)) > 4 * produce.FIRST_BLOCK
+    poll = access_poll(str(path), "csv", follow=False)
+    per_poll, done, block = [], False, produce.FIRST_BLOCK
+    while not done:
+        (update,) = poll()
+        per_poll.append(update.items)
+        size = sum(len(line.text) + 1 for _, line in update.items)
+        assert size <= block + len(lines[0])  # and the line the last block cut
+        block, done = min(2 * block, produce.BLOCK), update.done
+    assert [len(items) for items in per_poll[:3]] != [0, 0, 0]
+    assert sum(len(line.text) + 1 for _, line in per_poll[0]) > produce.FIRST_BLOCK // 2
+    texts = [line.text for items in per_poll for _, line in items]
+    assert texts == [CSV_HEADER.decode().rstrip("\n")] + [x.decode().rstrip("\n") for x in lines]
+    polls, read, block = 0, 0, produce.FIRST_BLOCK  # the reads the file takes at that pace
+    while read <= path.stat().st_size:
+        polls, read, block = polls + 1, read + block, min(2 * block, produce.BLOCK)
+    assert len(per_poll) <= polls

@@ -402,3 +402,25 @@ def test_a_quiet_follow_keeps_the_watermark_max_delay_behind_the_clock():
         if clock.now() >= 1_015:
             break
     assert late == ["beyond it"]
+
+
+class RunningClock(FakeClock):
+    """A clock that moves a second every time it is read: walking a release takes time."""
+
+    def now(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def test_an_unpaced_replay_cuts_its_events_by_count_only_however_long_walking_them_takes():
+    """Without a speedup every item is due at once: a release leaves in events of
+    ``batch`` items, in order, each followed by its watermark, even on a clock that moves
+    more than ``granularity`` between two items."""
+    items = [(float(t), f"line {t}") for t in range(1_000, 1_010)]
+    settings_ = StreamSettings(max_delay=0, batch=4)
+    events = list(stream_events(chunked_poll({"a": items}, 100), settings_, RunningClock()))
+    sent = [event.items for event in events if isinstance(event, Elements)]
+    assert [len(items) for items in sent] == [4, 4, 2]
+    assert [item for batch in sent for item in batch] == items
+    marks = [event.at for event in events if isinstance(event, Watermark)]
+    assert marks == sorted(marks) and marks[-1] == POS_INF

@@ -84,3 +84,56 @@ def test_the_allocator_settings_reach_the_workers_and_a_users_own_are_kept(monke
     # Worker processes inherit the environment: Beam starts them with os.environ and more.
     assert os.environ["MALLOC_MMAP_THRESHOLD_"] == str(MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"])
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
+
+
+def test_cached_dofn_introspection_answers_as_beam_does_and_is_undone_after():
+    """Each DoFn of the live monitor's graph (stateful or not, ``beam.Map``'s too) gets the same
+    specs and arguments from the cache as from Beam, a second time too; an instance that
+    carries a method of its own is inspected as itself; Beam's functions are back after."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.common import DoFnSignature
+    from apache_beam.transforms import core, userstate
+
+    from beam_tally.jobs.monitor import build_monitor_pipeline
+    from beam_tally.runtime import cached_dofn_introspection
+
+    options = PipelineOptions(["--streaming", "--source", "127.0.0.1:1", "--output", "unused"])
+    p = beam.Pipeline(options=options)
+    build_monitor_pipeline(p, options)
+    dofns = []
+
+    class Collect(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.ParDo):
+                dofns.append(node.transform.dofn)
+
+    p.visit(Collect())
+
+    class WithOwnMethod(beam.DoFn):
+        def process(self, element):
+            yield element
+
+    own = WithOwnMethod()
+    own.start_bundle = WithOwnMethod().process  # a bound method on the instance
+    dofns.append(own)
+
+    def answers(dofn):
+        signature = DoFnSignature(dofn)
+        return (
+            userstate.get_dofn_specs(dofn),
+            userstate.is_stateful_dofn(dofn),
+            core.get_function_arguments(dofn, "process"),
+            signature.process_method.args,
+            signature.process_method.defaults,
+        )
+
+    expected = [answers(dofn) for dofn in dofns]
+    assert any(stateful for _, stateful, *_ in expected)  # the detector and the totals
+    assert len(expected) > 10
+    original = (core.get_function_args_defaults, userstate.get_dofn_specs)
+    with cached_dofn_introspection():
+        assert userstate.get_dofn_specs is not original[1]
+        for _ in range(2):
+            assert [answers(dofn) for dofn in dofns] == expected
+    assert (core.get_function_args_defaults, userstate.get_dofn_specs) == original

@@ -318,7 +318,7 @@ def test_a_file_that_lags_another_holds_the_stream_watermark_so_none_of_it_is_la
     block of each the lagging file's next lines are still ahead of it. (Under the maximum, the
     watermark follows the leading file and the lagging file's second block comes behind it:
     about 800 lines would be late.) Every output equals the test's own computation."""
-    from beam_tally.live.produce import BLOCK
+    from beam_tally.live.produce import FIRST_BLOCK
 
     logs, out, delay = tmp_path / "logs", tmp_path / "live", 5
     logs.mkdir()
@@ -328,7 +328,7 @@ def test_a_file_that_lags_another_holds_the_stream_watermark_so_none_of_it_is_la
     newest_in_first_block = {}
     for name, times in (("lead.csv", lead), ("lag.csv", lag)):
         with open(logs / name, "rb") as handle:
-            first_block = handle.read(BLOCK)
+            first_block = handle.read(FIRST_BLOCK)
         lines = first_block.count(b"\n") - 1  # complete lines after the header
         assert lines < len(times)
         newest_in_first_block[name] = (max(times[:lines]), min(times[lines:]))

@@ -94,7 +94,10 @@ class LineListCoder(beam.coders.Coder):
             sources = repeat(sources)
         if isinstance(fmts, str):
             fmts = repeat(fmts)
-        return LineList(map(AccessLine, sources, numbers, texts, fmts))
+        # tuple.__new__ builds each AccessLine without a Python call (its fields are positional
+        # and it has no __new__ of its own): half the time of AccessLine(...) per line
+        rows = zip(sources, numbers, texts, fmts, strict=False)  # sources, fmts may repeat
+        return LineList(map(tuple.__new__, repeat(AccessLine), rows))
 
     def is_deterministic(self) -> bool:
         return True
@@ -174,35 +177,41 @@ def wait_for_source(endpoint: str, timeout: float) -> None:
     while True:
         channel = grpc.insecure_channel(endpoint)
         try:
-            grpc.channel_ready_future(channel).result(timeout=min(1.0, timeout))
-            _check_room(channel, endpoint)
-            return
-        except grpc.FutureTimeoutError:
-            if time.monotonic() >= deadline:
-                raise UsageError(
-                    f"no producer answers at --source {endpoint} after {timeout:g} s: start "
-                    f"'beam-tally produce ... --serve {endpoint}' first"
-                ) from None
+            if _check_room(channel, endpoint, min(1.0, max(timeout, 0.05))):
+                return
         finally:
             channel.close()
+        time.sleep(0.05)  # what refused at once (nothing listening there) is asked again
+        if time.monotonic() >= deadline:
+            raise UsageError(
+                f"no producer answers at --source {endpoint} after {timeout:g} s: start "
+                f"'beam-tally produce ... --serve {endpoint}' first"
+            )
 
 
-def _check_room(channel, endpoint: str) -> None:
-    """Asks for a stream of no outputs, which the producer answers with nothing: one serving
-    its maximum of consumers refuses the call at once (the run would otherwise fail only after
-    Beam's reader had waited 30 s for events)."""
+def _check_room(channel, endpoint: str, wait: float) -> bool:
+    """Asks for a stream of no outputs, which the producer answers with nothing, waiting up to
+    ``wait`` seconds for it to answer at all; whether it did. One serving its maximum of
+    consumers refuses the call at once (the run would otherwise fail only after Beam's reader
+    had waited 30 s for events). The call waits for the connection itself (``wait_for_ready``):
+    ``grpc.channel_ready_future`` polls the channel's state in a thread that closing the
+    channel then waits for, a fifth of a second of every live run's start."""
     from apache_beam.portability.api import beam_interactive_api_pb2, beam_interactive_api_pb2_grpc
 
     stub = beam_interactive_api_pb2_grpc.TestStreamServiceStub(channel)
-    call = stub.Events(beam_interactive_api_pb2.EventsRequest(output_ids=[]), timeout=5)
+    request = beam_interactive_api_pb2.EventsRequest(output_ids=[])
+    call = stub.Events(request, timeout=wait, wait_for_ready=True)
     try:
         next(call, None)
     except grpc.RpcError as err:
         if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise UsageError(FULL.format(endpoint=endpoint)) from None
-        # anything else (a slow first event, a producer going away) is the run's to report
+        if err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+            return False  # nothing answers there yet
+        # anything else (a producer going away) is the run's to report
     finally:
         call.cancel()
+    return True
 
 
 def stream_refused(err: BaseException | None) -> bool:

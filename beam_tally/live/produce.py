@@ -41,7 +41,12 @@ Serves the inputs as a live stream for 'beam-tally tally|monitor --streaming --s
 Each consumer that connects gets the whole replay; Ctrl-C stops serving."""
 
 
-BLOCK = 4 << 20  # bytes read from a file per poll
+BLOCK = 4 << 20  # bytes read from a file per poll, at most
+# A reader's first poll reads this much, and each next one twice the last, up to BLOCK: the
+# first lines leave within milliseconds of a consumer connecting (a 4 MiB first read held the
+# stream back for half a second of parsing), while later polls stay large, since each poll's
+# lines are one stream event, and each event a bundle through every step of the consumer.
+FIRST_BLOCK = 256 << 10
 MAX_LINE = 1 << 20  # a longer access line travels as a dead letter (gRPC's message limit)
 MAX_CONSUMERS = 32  # consumers served at once; one more is refused, not left waiting
 CHUNK_FILES = 16
@@ -161,7 +166,7 @@ class AccessFileReader:
         self.max_bytes = max_bytes
         self.inflater = Inflater(path, max_bytes)  # compressed files read as the batch jobs do
         # Compressed bytes are read in small blocks, so one poll's content stays bounded.
-        self.raw_block = BLOCK if self.inflater.kind is None else 1 << 16
+        self.raw_block = FIRST_BLOCK if self.inflater.kind is None else 1 << 16
         info = os.fstat(handle.fileno())
         self.identity = (info.st_dev, info.st_ino)
         self.name = f"{path} ({info.st_dev}:{info.st_ino})"
@@ -171,7 +176,8 @@ class AccessFileReader:
         self.cr_only: bool | None = None  # told from the first bytes read
 
     def read(self, final: bool) -> tuple[list, bool]:
-        """New ``(event time, AccessLine)`` pairs (up to a ``BLOCK`` of bytes) and whether the
+        """New ``(event time, AccessLine)`` pairs (up to a block of bytes: ``FIRST_BLOCK``, then
+        twice as much each read, up to ``BLOCK``) and whether the
         reader is finished: at the end of the file in a replay (``final``: an unterminated last
         line is a line too), or, followed, at the end of a file that was deleted."""
         from beam_tally.io.files import unreadable
@@ -191,6 +197,8 @@ class AccessFileReader:
                 gone = info.st_nlink == 0
                 moved = (_signature(self.path) or (None, None))[:2] != self.identity
             done = len(raw) < self.raw_block and (final or gone)
+            if self.inflater.kind is None:
+                self.raw_block = min(2 * self.raw_block, BLOCK)
             pieces.extend(self.inflater.feed(raw))
             if done:
                 self.inflater.finish()

@@ -308,6 +308,9 @@ class Session:
         that much late, never early)."""
         settings = self.settings
         batch = [self._late(*entry) for entry in late]
+        if self.pacer.speedup is None:
+            yield from self._unpaced(released, batch)
+            return
         first_due = last_due = self.clock.now()
         upto = NEG_INF  # the newest released (not late) item in the batch
         for released_ts, released_item in released:
@@ -327,6 +330,23 @@ class Session:
             upto = max(upto, released_ts if released_ts >= self.sent else NEG_INF)
         if batch:
             yield from self._send_when_due(batch, last_due, upto)
+
+    def _unpaced(self, released: list, batch: list) -> Iterator[Elements | Watermark]:
+        """``_paced`` without a speedup: every item is due at once, so a batch ends only at
+        ``settings.batch`` items (as the paced walk does when the clock stands still; on a real
+        clock it also cut a long release wherever walking it had taken ``granularity``)."""
+        limit = self.settings.batch
+        upto = NEG_INF
+        for ts, item in released:
+            if len(batch) >= limit:
+                yield from self._flush(batch, upto)
+                batch, upto = [], NEG_INF
+            if ts < self.sent:  # from a new or idle reader, behind what was sent
+                batch.append(self._late(ts, item, self.sent))
+            else:
+                batch.append((ts, item))
+                upto = max(upto, ts)
+        yield from self._flush(batch, upto)
 
     def _quiet_watermark(self, watermark: float) -> float:
         """Followed files that all went quiet are caught up at the newest line; from then on
