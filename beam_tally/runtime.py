@@ -1,15 +1,8 @@
-"""Running a job's pipeline from the CLI, and the process-level settings it needs.
-
-CPython's cyclic garbage collector runs a full collection after enough allocations, and each
-one scans every tracked object: Beam's own heap (modules, protos, the pipeline graph) is large,
-and a batch job allocates millions of short-lived records, so collections take a third of a
-monitor run, and building the graph triggers several too. ``tune_gc`` moves what exists before
-the graph is built into the permanent generation (``gc.freeze``) and collects young objects less
-often. Nothing here changes results.
-"""
+"""Running a job's pipeline from the CLI, and the process-level settings it needs: the
+collector's (``beam_tally.gc_settings``: building the graph alone triggers several full
+collections over Beam's heap), the allocator's, and Beam's own where it costs time."""
 
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -26,6 +19,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineRunner
 
 from beam_tally.errors import UsageError
+from beam_tally.gc_settings import LIVE_YOUNG, restore_gc, tune_gc
 from beam_tally.io.stream import (
     FULL,
     LiveFiles,
@@ -35,28 +29,6 @@ from beam_tally.io.stream import (
     stream_refused,
     wait_for_source,
 )
-
-YOUNG = 50_000  # new container objects between young collections, in a batch run
-# A live run's: one stream event's chunks, and the lines and records parsed from them, are
-# alive together (tens of thousands of each), so a young collection every 50,000 traversed
-# them while they were still in use (34 ms each, a tenth of the run's CPU time on 152k lines);
-# at 250,000 most young objects are gone by the time one runs.
-LIVE_YOUNG = 250_000
-
-
-def tune_gc(young: int = YOUNG) -> tuple[int, int, int]:
-    """Applies the settings, a young collection every ``young`` new container objects;
-    returns the previous thresholds for ``restore_gc``."""
-    previous = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(young, previous[1], previous[2])
-    return previous
-
-
-def restore_gc(previous: tuple[int, int, int]) -> None:
-    gc.unfreeze()
-    gc.set_threshold(*previous)
-
 
 # glibc's allocator: blocks up to 32 MiB (its largest setting) come from the heap, and up to
 # 64 MiB free at the heap's top are kept. By default a freed block over a few MiB goes back to

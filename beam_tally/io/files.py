@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_tally import progress
+from beam_tally.gc_settings import tune_worker_gc
 from beam_tally.io.sources import (
     DEFAULT_MAX_FILE_BYTES,
     LINE_TOO_LONG,
@@ -166,6 +167,9 @@ class ReadFileFn(beam.DoFn):
         self.max_file_bytes = max_file_bytes
         self.stream_above = stream_above
         self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
+
+    def setup(self) -> None:
+        tune_worker_gc()  # a worker process's collector, as the launcher's (gc_settings)
 
     def _known_large(self, path: str) -> bool:
         if "://" in path or compression_of(path) is not None:
@@ -528,6 +532,9 @@ class ReadLinesFn(beam.DoFn):
         self.max_file_bytes = max_file_bytes
         self.files = Metrics.counter(METRICS_NAMESPACE, "files_read")
         self.lines = Metrics.counter(METRICS_NAMESPACE, "lines")
+
+    def setup(self) -> None:
+        tune_worker_gc()  # a worker process's collector, as the launcher's (gc_settings)
 
     def infer_output_type(self, input_type):
         return AccessLine
