@@ -150,13 +150,24 @@ def _remove(path: str) -> None:
 SPREAD_BYTES = 1 << 30
 
 
-def choose_workers(sizes: Sequence[int], cpus: int) -> int:
+def choose_workers(
+    sizes: Sequence[int],
+    cpus: int,
+    split_bytes: int | None = None,
+    spread_bytes: int | None = None,
+) -> int:
     """Worker processes for input files of these ``sizes`` (bytes) on ``cpus`` cores: one,
-    unless the bytes outside the largest file reach ``SPREAD_BYTES``; then one per core, at
-    most one per file."""
-    if cpus < 2 or len(sizes) < 2 or sum(sizes) - max(sizes) < SPREAD_BYTES:
+    unless the bytes outside the largest piece of work reach ``spread_bytes``
+    (``SPREAD_BYTES`` if None); then one per core, at most one per piece. A piece is a file,
+    or, for a job that reads a file over ``split_bytes`` in ranges, one of its ranges."""
+    spread = SPREAD_BYTES if spread_bytes is None else spread_bytes
+    pieces = []
+    for size in sizes:
+        count = -(-size // split_bytes) if split_bytes and size > split_bytes else 1
+        pieces.extend([size / count] * count)
+    if cpus < 2 or len(pieces) < 2 or sum(pieces) - max(pieces) < spread:
         return 1
-    return min(cpus, len(sizes))
+    return min(cpus, len(pieces))
 
 
 def several_workers(options) -> bool:
@@ -170,10 +181,13 @@ def several_workers(options) -> bool:
     return options.view_as(DirectOptions).direct_num_workers != 1
 
 
-def default_workers(options, argv: Sequence[str]) -> str | None:
+def default_workers(
+    options, argv: Sequence[str], split_bytes: int | None = None, spread_bytes: int | None = None
+) -> str | None:
     """Sets the DirectRunner's worker count for a batch run over ``--input`` when the command
-    line gave none (``--direct_num_workers`` always wins); returns a line saying so, or None
-    when the run keeps one worker."""
+    line gave none (``--direct_num_workers`` always wins; ``choose_workers`` decides from the
+    files' sizes, the job's ``split_bytes`` and ``spread_bytes``); returns a line saying so, or
+    None when the run keeps one worker."""
     from apache_beam.options.pipeline_options import DirectOptions, WorkerOptions
 
     from beam_tally.io.files import matching_files
@@ -189,7 +203,7 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
         with contextlib.suppress(OSError):  # a file that went away is the reader's to report
             sizes.append(os.stat(path).st_size)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = choose_workers(sizes, cpus or 1)
+    workers = choose_workers(sizes, cpus or 1, split_bytes, spread_bytes)
     if workers == 1:
         return None
     direct = options.view_as(DirectOptions)
@@ -204,14 +218,16 @@ def default_workers(options, argv: Sequence[str]) -> str | None:
     )
 
 
-def prepare_runner(options, argv: Sequence[str]) -> None:
+def prepare_runner(
+    options, argv: Sequence[str], split_bytes: int | None = None, spread_bytes: int | None = None
+) -> None:
     """What a job's run sets up once its options are checked: the engine ``--runner`` names
     (``engines.configure_runner``) and, for a batch run on the DirectRunner, its worker count
     (``default_workers``, said on stderr when it is more than one)."""
     from beam_tally.engines import configure_runner
 
     configure_runner(options, list(argv))
-    workers = default_workers(options, argv)
+    workers = default_workers(options, argv, split_bytes, spread_bytes)
     if workers:
         print(f"beam-tally: {workers}", file=sys.stderr)
 

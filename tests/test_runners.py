@@ -92,6 +92,12 @@ def test_choose_workers_spreads_only_what_another_worker_can_take():
     assert choose_workers([big] * 3, cpus=1) == 1  # one core
     assert choose_workers([big] * 3, cpus=8) == 3  # at most a worker per file
     assert choose_workers([big] * 10, cpus=4) == 4
+    # A job that reads a large file in ranges (the monitor) can share one file.
+    split = 64
+    assert choose_workers([4 * split], cpus=2, split_bytes=split, spread_bytes=split) == 2
+    assert choose_workers([split], cpus=2, split_bytes=split, spread_bytes=split) == 1
+    assert choose_workers([split + 1], cpus=2, split_bytes=split, spread_bytes=split) == 1
+    assert choose_workers([4 * split], cpus=2, split_bytes=None, spread_bytes=split) == 1
 
 
 @pytest.mark.parametrize("job", ["tally", "monitor"])
@@ -101,8 +107,10 @@ def test_a_large_input_runs_on_every_core_with_the_one_worker_results(
     """With the threshold lowered, the generated input counts as large: the run says it
     uses two worker processes, and its outputs equal those of one worker."""
     from beam_tally import runtime
+    from beam_tally.jobs import monitor
 
     monkeypatch.setattr(runtime, "SPREAD_BYTES", 1)
+    monkeypatch.setattr(monitor, "MONITOR_SPREAD_BYTES", 1)
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})
     pattern = inputs[job]
     if job == "monitor":  # two files, so that a second worker has one to read

@@ -137,3 +137,24 @@ def test_cached_dofn_introspection_answers_as_beam_does_and_is_undone_after():
         for _ in range(2):
             assert [answers(dofn) for dofn in dofns] == expected
     assert (core.get_function_args_defaults, userstate.get_dofn_specs) == original
+
+
+def test_a_worker_process_gets_the_launchers_collector_settings_once(monkeypatch):
+    import gc
+
+    from beam_tally import gc_settings
+
+    before = gc.get_threshold()
+    monkeypatch.setitem(gc_settings._worker, "tuned", False)
+    monkeypatch.delenv("CONTROL_API_SERVICE_DESCRIPTOR", raising=False)
+    gc_settings.tune_worker_gc()  # a launcher (or this test) keeps its own settings
+    assert gc.get_threshold() == before and not gc_settings._worker["tuned"]
+    monkeypatch.setenv("CONTROL_API_SERVICE_DESCRIPTOR", "url: 'localhost:1'")  # as Beam's
+    try:
+        gc_settings.tune_worker_gc()
+        assert gc.get_threshold()[0] == gc_settings.YOUNG and gc_settings._worker["tuned"]
+        gc.set_threshold(*before)
+        gc_settings.tune_worker_gc()  # once per process
+        assert gc.get_threshold() == before
+    finally:
+        gc_settings.restore_gc(before)

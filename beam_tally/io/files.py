@@ -503,7 +503,9 @@ class SplitFileFn(beam.DoFn):
                     return None
                 fmt = _file_format(head[: head.rfind(b"\n") + 1])
                 handle.seek(0)
-                cuts, _ = line_cuts(handle, self.split_bytes, self.block)
+                # ranges of one size (at line ends), so that they share out evenly over workers
+                step = -(-size // -(-size // self.split_bytes))
+                cuts, _ = line_cuts(handle, step, self.block)
         except (OSError, UnicodeEncodeError, FileProblem):
             return None
         if len(cuts) < 2:

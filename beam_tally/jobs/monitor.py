@@ -47,6 +47,8 @@ from transforms.traffic import (
     ParseAccessLines,
 )
 
+MONITOR_SPREAD_BYTES = 64 << 20  # bytes beyond the largest range that take a second worker
+
 OUTPUTS = (
     "stats.jsonl",
     "alerts.jsonl",
@@ -200,7 +202,10 @@ def validate(options) -> None:
 def run(argv: list[str]) -> int:
     options = parse_pipeline_args(argv, HELP)
     validate(options)
-    prepare_runner(options, argv)
+    # A large file is read in ranges that workers share; per byte the monitor does twenty
+    # times the tally's work, so a second worker pays sooner (3.3M lines, 227 MB: 14.5 s with
+    # two against 16.9 s with one).
+    prepare_runner(options, argv, split_bytes=SPLIT_BYTES, spread_bytes=MONITOR_SPREAD_BYTES)
     output = options.view_as(IOOptions).output
     shown = options.view_as(ConsoleOptions).console
     opts, source = options.view_as(MonitorOptions), options.view_as(StreamOptions).source
