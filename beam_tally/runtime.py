@@ -45,15 +45,15 @@ def tune_malloc() -> None:
     environment is the user's and is kept."""
     import ctypes
 
-    for name, value in MALLOC_SETTINGS.items():
-        os.environ.setdefault(name, str(value))
+    ours = [name for name in MALLOC_SETTINGS if name not in os.environ]
+    for name in ours:
+        os.environ[name] = str(MALLOC_SETTINGS[name])
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process already has loaded
     except (OSError, AttributeError):  # not glibc: nothing to tune
         return
-    for env, param in _MALLOPT.items():
-        with contextlib.suppress(ValueError):
-            mallopt(param, int(os.environ[env]))
+    for name in ours:  # a user's own setting was applied by glibc as this process started
+        mallopt(_MALLOPT[name], MALLOC_SETTINGS[name])
 
 
 @contextlib.contextmanager
@@ -155,15 +155,17 @@ def choose_workers(
     cpus: int,
     split_bytes: int | None = None,
     spread_bytes: int | None = None,
+    splittable: Sequence[bool] | None = None,
 ) -> int:
     """Worker processes for input files of these ``sizes`` (bytes) on ``cpus`` cores: one,
     unless the bytes outside the largest piece of work reach ``spread_bytes``
     (``SPREAD_BYTES`` if None); then one per core, at most one per piece. A piece is a file,
-    or, for a job that reads a file over ``split_bytes`` in ranges, one of its ranges."""
+    or, for a job that reads a file over ``split_bytes`` in ranges, one of its ranges (only the
+    files ``splittable`` marks, all if None: a compressed or remote one is read whole)."""
     spread = SPREAD_BYTES if spread_bytes is None else spread_bytes
     pieces = []
-    for size in sizes:
-        count = -(-size // split_bytes) if split_bytes and size > split_bytes else 1
+    for size, split in zip(sizes, splittable or [True] * len(sizes), strict=True):
+        count = -(-size // split_bytes) if split and split_bytes and size > split_bytes else 1
         pieces.extend([size / count] * count)
     if cpus < 2 or len(pieces) < 2 or sum(pieces) - max(pieces) < spread:
         return 1
@@ -198,12 +200,16 @@ def default_workers(
         return None
     if any(arg.startswith("--direct_num_workers") for arg in argv):
         return None
-    sizes = []
+    from beam_tally.io.sources import compression_of
+
+    sizes, splittable = [], []
     for path in matching_files(pattern):
         with contextlib.suppress(OSError):  # a file that went away is the reader's to report
             sizes.append(os.stat(path).st_size)
+            # what SplitFileFn never cuts into ranges is one piece of work
+            splittable.append("://" not in path and compression_of(path) is None)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = choose_workers(sizes, cpus or 1, split_bytes, spread_bytes)
+    workers = choose_workers(sizes, cpus or 1, split_bytes, spread_bytes, splittable)
     if workers == 1:
         return None
     direct = options.view_as(DirectOptions)

@@ -200,9 +200,29 @@ def test_the_typed_read_takes_documents_with_bad_logs_and_agrees_with_the_genera
         b'{"logs": {"email": "a@x"}}',  # no list
         b'{"logs": [{"email": "a@x"}], "logs": [{"email": "b@x"}, 7]}',  # the last key wins
         b'\xef\xbb\xbf{"logs": [{"email": "a@x"}, null]}',  # a byte order mark
+        # invalid UTF-8 where the typed read skips (a message, a key, an unknown field): the
+        # whole file is the general path's dead letter, never counted
+        b'{"logs": [{"email": "a@x", "message": "caf\xe9"}]}',
+        b'{"logs": [{"email": "a@x", "\xff": 1}]}',
+        b'{"x": "\xed\xb2\x80", "logs": [{"email": "a@x"}]}',
+        b'{"logs": [{"email": "a@x", "m": {"k": ["\xc0\xaf"]}}]}',
+        b'{"logs": [' + b"[" * 1018 + b"]" * 1018 + b', {"email": "a@x"}]}',  # deep, not an object
     ],
 )
 def test_documents_the_typed_read_refuses_or_reads_count_as_the_general_path_does(content):
     reread, dead, lenient = parse_logs._load("f", content)
     expected = ({}, [dead]) if dead is not None else parse_logs.count_logs("f", reread, lenient)
     assert count_log_document("f", content) == expected
+
+
+@given(
+    st.binary(max_size=40) | st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass"))
+)
+def test_the_utf8_check_agrees_with_pythons_strict_codec(raw):
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        valid = False
+    else:
+        valid = True
+    assert parse_logs._valid_utf8(raw) is valid

@@ -98,6 +98,9 @@ def test_choose_workers_spreads_only_what_another_worker_can_take():
     assert choose_workers([split], cpus=2, split_bytes=split, spread_bytes=split) == 1
     assert choose_workers([split + 1], cpus=2, split_bytes=split, spread_bytes=split) == 1
     assert choose_workers([4 * split], cpus=2, split_bytes=None, spread_bytes=split) == 1
+    # a compressed or remote file is read whole, however large
+    assert choose_workers([4 * split], 2, split, split, splittable=[False]) == 1
+    assert choose_workers([4 * split, 4 * split], 2, split, split, splittable=[False, True]) == 2
 
 
 @pytest.mark.parametrize("job", ["tally", "monitor"])

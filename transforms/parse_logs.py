@@ -11,6 +11,7 @@ import codecs
 import contextlib
 import json
 import re
+import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import compress, count, pairwise, repeat
@@ -20,6 +21,7 @@ from typing import Any
 import ijson
 import msgspec
 import orjson
+import pyarrow as pa
 
 from transforms.log_batch import LogBatch
 from transforms.records import DeadLetter, truncate_raw
@@ -46,7 +48,10 @@ def _json_text(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:  # nested deeper than orjson writes, or not valid Unicode
-        return truncate_raw(repr(value))
+        try:
+            return truncate_raw(repr(value))
+        except RecursionError:  # deeper than repr goes too
+            return f"<a {type(value).__name__} nested too deep to show>"
 
 
 def _optional_text(value: Any) -> str | None:
@@ -215,6 +220,21 @@ _RAW_LOGS = msgspec.json.Decoder(_RawDocument)
 _TYPED_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
+def _valid_utf8(content: bytes) -> bool:
+    """Whether ``content`` is UTF-8 as Python's strict codec reads it (no overlong forms, no
+    encoded surrogates), checked without decoding it: Arrow's validator over the bytes as they
+    are (a 16 MiB document in about 1 ms, against 20 ms to decode it)."""
+    if content.isascii():
+        return True
+    offsets = pa.py_buffer(struct.pack("<qq", 0, len(content)))
+    text = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(content)])
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def _count_typed(source: str, content: bytes) -> tuple[dict[str, int], list[DeadLetter]] | None:
     """``count_log_document`` by a typed read that builds no dict per log and no id or message
     string (a third of orjson's time here); ``None`` when that read refuses the document, which
@@ -222,7 +242,11 @@ def _count_typed(source: str, content: bytes) -> tuple[dict[str, int], list[Dead
 
     The readers agree where both accept: strict UTF-8 without lone surrogates, the last of
     duplicate keys. The rare bad logs are read again on their own, from the document's exact
-    bytes, so that their dead letters are the general path's."""
+    bytes, so that their dead letters are the general path's. The typed read checks UTF-8 only
+    in what it decodes, so the whole document is checked first: a bad byte in a skipped field
+    makes the general path's dead letter for the file."""
+    if not _valid_utf8(content):
+        return None
     try:
         logs = _TYPED.decode(content).logs
     except _TYPED_ERRORS:
