@@ -31,7 +31,7 @@ import bench_tally
 import harness
 from harness import BenchError
 
-TALLY_TARGET = 0.70  # beam-tally / plain Python, whole process, 10M logs
+TALLY_TARGET = bench_tally.WHOLE_TARGET
 MONITOR_TARGET = 1.0  # beam-tally / plain Python, whole process, ~3.3M lines
 
 
@@ -80,10 +80,7 @@ def bench(args: argparse.Namespace) -> int:
     print(f"  tally, {logs.label}: beam-tally/plain {_verdict(tally['beam-tally'], TALLY_TARGET)}")
     for name in bench_tally.OTHER_TOOLS:
         if name in tally:
-            print(
-                f"    {name}/plain {tally[name]:.2f}; "
-                f"beam-tally/{name} {tally['beam-tally'] / tally[name]:.2f}"
-            )
+            print(f"    {bench_tally.other_tool_ratios(tally, name)}")
         else:
             print(f"    {name}: not installed")
     print(f"  monitor, {lines['csv'].label}: beam-tally/plain {_verdict(monitor, MONITOR_TARGET)}")
