@@ -225,4 +225,4 @@ def test_the_utf8_check_agrees_with_pythons_strict_codec(raw):
         valid = False
     else:
         valid = True
-    assert parse_logs._valid_utf8(raw) is valid
+    assert parse_logs.valid_utf8(raw) is valid

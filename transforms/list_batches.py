@@ -33,13 +33,22 @@ class _Columns:
     all of one length. Fields are read by name (``batch.timestamp``); the lists are the
     batch's own, not to be modified by a consumer."""
 
-    __slots__ = ("columns",)
+    __slots__ = ("_columns",)
     ELEMENT: type = tuple
 
     def __init__(self, columns: Sequence[list]) -> None:
         if len(columns) != len(self.ELEMENT._fields):
             raise ValueError(f"{len(self.ELEMENT._fields)} columns expected, not {len(columns)}")
-        self.columns = tuple(columns)
+        self._columns = tuple(columns)
+
+    @property
+    def columns(self) -> tuple[list, ...]:
+        if self._columns is None:  # a batch kept in another form (LineBlock, RecordTable)
+            self._columns = tuple(self._materialize())
+        return self._columns
+
+    def _materialize(self) -> Sequence[list]:  # pragma: no cover - only lazy batches have none
+        raise NotImplementedError
 
     @classmethod
     def of(cls, elements: Iterable):
@@ -82,6 +91,39 @@ class RecordColumns(_Columns):
     ELEMENT = AccessRecord
 
 
+class RecordTable(RecordColumns):
+    """``RecordColumns`` kept as an Arrow table (``access_arrow.COLUMNS``, ``line`` the line
+    number) of records all from the file ``file``: what the parser's Arrow path makes, and the
+    aggregators count with Arrow's kernels. Any other use (``columns``, a field, iterating)
+    builds the Python columns, once."""
+
+    __slots__ = ("file", "table")
+
+    def __init__(self, table, file: str) -> None:
+        self._columns = None
+        self.table = table
+        self.file = file
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def _materialize(self) -> list[list]:
+        table = self.table
+        requests = [request.split(" ") for request in table["request"].to_pylist()]
+        method = [parts[0] for parts in requests]
+        target = [parts[1] for parts in requests]
+        protocol = [parts[2] if len(parts) > 2 else "" for parts in requests]
+        host, ident, user, timestamp, section, status, size, line = (
+            table[name].to_pylist()
+            for name in ("host", "ident", "user", "timestamp", "section", "status", "bytes", "line")
+        )
+        return [host, ident, user, timestamp, method, target, section, protocol, status, size,
+                [self.file] * len(line), line]  # fmt: skip
+
+    def __reduce__(self):
+        return RecordTable, (self.table, self.file)
+
+
 class LineColumns(_Columns):
     """A batch of ``AccessLine`` as columns (``source``, ``line``, ``text``, ``fmt``): what
     the file reader emits, so that no tuple is built per line before the parser."""
@@ -96,12 +138,58 @@ class LineColumns(_Columns):
         return cls([[source] * n, list(numbers), texts, [fmt] * n])
 
 
+class LineBlock(LineColumns):
+    """``LineColumns`` kept as a block of whole lines of one file, its bytes as read: each line
+    ending in LF (CRLF too), numbered from ``before + 1``, all of format ``fmt``, but the lines
+    of indices ``skip`` (undecodable: the reader made them dead letters); every other line is
+    UTF-8. The parser's Arrow path reads the bytes; any other use splits them into the Python
+    columns (once), as the reader did before."""
+
+    __slots__ = ("before", "count", "data", "format", "path", "skip")
+
+    def __init__(
+        self, path: str, before: int, data: bytes, fmt: str, lines: int, skip=frozenset()
+    ) -> None:
+        self._columns = None
+        self.path = path
+        self.before = before
+        self.data = data
+        self.format = fmt
+        self.count = lines - len(skip)
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _materialize(self) -> tuple[list, ...]:
+        first = self.before + 1
+        if not self.skip:
+            text = self.data.decode("utf-8")
+            if "\r" in text:  # CRLF line endings
+                text = text.replace("\r\n", "\n")
+            texts = text.split("\n")[:-1]
+            numbers = range(first, first + len(texts))
+        else:
+            text = self.data.decode("utf-8", "surrogateescape")
+            lines = text.split("\n")[:-1]
+            if "\r" in text:
+                lines = [line.rstrip("\r") for line in lines]
+            kept = [i for i in range(len(lines)) if i not in self.skip]
+            texts = [lines[i] for i in kept]
+            numbers = [first + i for i in kept]
+        return LineColumns.numbered(self.path, numbers, texts, self.format).columns
+
+    def __reduce__(self):
+        lines = self.count + len(self.skip)
+        return LineBlock, (self.path, self.before, self.data, self.format, lines, self.skip)
+
+
 _ELEMENTS = {
     LineList: AccessLine,
     RecordList: AccessRecord,
     RecordColumns: AccessRecord,
     LineColumns: AccessLine,
-}
+}  # LineBlock and RecordTable are LineColumns and RecordColumns to Beam (one batch type each)
 
 
 class ListBatchConverter(BatchConverter):

@@ -24,6 +24,9 @@ from itertools import compress
 from typing import Iterator
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.metrics import Metrics
@@ -33,9 +36,9 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import access_log
+from transforms import access_arrow, access_log
 from transforms.alert_rule import ALERT, TrafficAlertRule
-from transforms.list_batches import LineColumns, RecordColumns, RecordList
+from transforms.list_batches import LineBlock, LineColumns, RecordColumns, RecordList, RecordTable
 from transforms.records import (
     STREAM_ERROR,
     AccessLine,
@@ -151,9 +154,43 @@ class ParseAccessLineFn(beam.DoFn):
                 column.extend(values)
         return RecordColumns(columns), dead_letters
 
+    def _parse_block(self, lines: LineBlock) -> tuple[RecordColumns, list[DeadLetter]] | None:
+        """``_parse`` of a ``LineBlock`` by ``access_arrow``: the lines of the usual shape at
+        once, into a ``RecordTable``, the others one by one (their records appended to it).
+        None when its format has no Arrow path."""
+        fmt = lines.format if self.fmt == "auto" else self.fmt
+        if fmt not in access_arrow.FORMATS:
+            return None
+        try:
+            table, others = access_arrow.parse_block(lines.data, fmt, lines.skip)
+        except pa.ArrowException:  # pragma: no cover - a line of the usual shape is a CSV row
+            return None
+        first = lines.before + 1
+        table = table.set_column(
+            access_arrow.COLUMNS.index("line"), "line", pc.add(table["line"], first)
+        )
+        self.records.inc(table.num_rows)
+        dead_letters: list[DeadLetter] = []
+        if others:  # header, blank, bad or unusual lines: one by one
+            records, dead_letters = self._parse(
+                [AccessLine(lines.path, first + index, text, fmt) for index, text in others]
+            )
+            if records:
+                table = pa.concat_tables([table, access_arrow.records_table(records)])
+        return RecordTable(table, lines.path), dead_letters
+
     @beam.DoFn.yields_batches
     def process_batch(self, lines: LineColumns) -> Iterator[RecordColumns]:
-        records, dead_letters = self._parse_columns(lines)
+        parsed = self._parse_block(lines) if isinstance(lines, LineBlock) else None
+        records, dead_letters = parsed or self._parse_columns(lines)
+        if isinstance(records, RecordTable):
+            if len(records):
+                Metrics.counter(FILE_RECORDS, records.file).inc(len(records))
+            if dead_letters:
+                yield pvalue.TaggedOutput(DEAD_LETTERS, dead_letters)
+            if len(records):
+                yield records
+            return
         if records:  # valid records per file, per batch (a batch is one file's, as a rule)
             sources = set(records.source)
             if len(sources) == 1:
@@ -267,18 +304,18 @@ class _BundleAggregateFn(beam.DoFn):
     the parser's batches, or made from each element on runners without Batched DoFns, such
     as the streaming DirectRunner); subclasses emit in ``finish_bundle``."""
 
-    def _add(self, records: RecordColumns) -> None:
+    def _add(self, records: RecordColumns) -> Iterable | None:
+        """Adds ``records``; may return outputs to emit now (a bounded aggregator's oldest)."""
         raise NotImplementedError
 
     def process(self, record: AccessRecord):
         """Element-wise, for runners without Batched DoFns (the streaming DirectRunner); a
         ``RecordList`` element (from the live stream's chunks) is added whole."""
-        self._add(RecordColumns.of(record if isinstance(record, list) else (record,)))
+        return self._add(RecordColumns.of(record if isinstance(record, list) else (record,)))
 
     @beam.DoFn.yields_elements
     def process_batch(self, records: RecordColumns):
-        self._add(records)
-        return iter(())
+        return iter(self._add(records) or ())
 
 
 @lru_cache(maxsize=1024)
@@ -288,6 +325,11 @@ def _status_class(status: int) -> str:
 
 BUNDLE_TOTALS = "bundle_totals"
 
+
+# Stats windows a bundle keeps open at most (``PartialStatsFn``): past it, the oldest half
+# leave as partials, so a bundle's memory is bounded however much event time it covers (a
+# window's partials are merged downstream, so one sent early is only one more to merge).
+MAX_OPEN_WINDOWS = 2048
 
 # Stats windows per key of the streaming windowed combine (``ComputeTrafficStats``): the
 # streaming DirectRunner keeps a state per key and scans them all at each round of timers, and
@@ -320,8 +362,65 @@ class PartialStatsFn(_BundleAggregateFn):
 
     def start_bundle(self):
         self.partials: dict[int, list] = {}
+        self.total = None  # with totals: the partials already sent, merged
 
-    def _add(self, records: RecordColumns) -> None:
+    def _add(self, records: RecordColumns):
+        if isinstance(records, RecordTable) and not _may_overflow(records.table):
+            self._add_table(records.table)
+        else:
+            self._add_columns(records)
+        if len(self.partials) > MAX_OPEN_WINDOWS:
+            return self._flush(sorted(self.partials)[: len(self.partials) // 2])
+        return None
+
+    def _add_table(self, table) -> None:
+        """``_add_columns`` of an Arrow table of records (``RecordTable``): the table grouped
+        by window and section, status class, host and user with Arrow's kernels, and only the
+        groups added into the partials' dicts, a window's run of them at a time."""
+        seconds = table["timestamp"].to_numpy()
+        starts = pa.array(seconds - seconds % self.size)
+        statuses = table["status"].to_numpy()
+        keyed = pa.table(
+            {
+                "start": starts,
+                "section": table["section"],
+                "class": pa.array(statuses // 100),
+                "host": table["host"],
+                "user": table["user"],
+                "bytes": table["bytes"],
+            }
+        )
+        partials, create = self.partials, self.combine_fn.create_accumulator
+        count, total = ("bytes", "count"), ("bytes", "sum")
+        for slot, key, aggregates in (
+            (None, None, (count, total)),
+            (2, "section", (count,)),
+            (3, "class", (count,)),
+            (4, "host", (count, total)),
+            (6, "user", (count,)),
+        ):
+            grouped = keyed.group_by(["start", key] if key else "start").aggregate(aggregates)
+            grouped = grouped.sort_by("start")
+            windows = grouped["start"].to_numpy()
+            cuts = [0, *(np.flatnonzero(windows[1:] != windows[:-1]) + 1).tolist(), len(windows)]
+            counts = grouped["bytes_count"].to_pylist()
+            sums = grouped["bytes_sum"].to_pylist() if total in aggregates else None
+            keys = grouped[key].to_pylist() if key else None
+            if key == "class":
+                keys = [_status_class(n * 100) for n in keys]
+            for start, a, b in zip(windows[cuts[:-1]].tolist(), cuts, cuts[1:], strict=False):
+                acc = partials.get(start)
+                if acc is None:
+                    acc = partials[start] = create()
+                if key is None:
+                    acc[0] += counts[a]
+                    acc[1] += sums[a]
+                    continue
+                _add_counts(acc[slot], keys[a:b], counts[a:b])
+                if sums is not None:  # bytes per host
+                    _add_counts(acc[slot + 1], keys[a:b], sums[a:b])
+
+    def _add_columns(self, records: RecordColumns) -> None:
         """``TrafficStatsCombineFn.add_input`` of each record into its window's partial,
         inlined over the batch's columns zipped (no call and no tuple unpacking per record;
         measured faster than counting each window's slice with ``Counter``)."""
@@ -347,23 +446,47 @@ class PartialStatsFn(_BundleAggregateFn):
             host_bytes[host] = host_bytes.get(host, 0) + size_
             users[user] = users.get(user, 0) + 1
 
-    def finish_bundle(self):
-        partials, self.partials = self.partials, {}
-        if self.totals and partials:
+    def _flush(self, starts: list[int]) -> list:
+        """The partials of the windows ``starts``, to emit (merged into ``total`` first)."""
+        if not starts:
+            return []
+        partials = [(start, self.partials.pop(start)) for start in starts]
+        if self.totals:
             # into a fresh accumulator: the partials also leave as they are
+            first, last, merged = self.total or (starts[0], starts[0], None)
             merged = self.combine_fn.merge_accumulators(
-                [self.combine_fn.create_accumulator(), *partials.values()]
+                [merged or self.combine_fn.create_accumulator(), *(acc for _, acc in partials)]
             )
-            first = min(partials)
+            self.total = (min(first, *starts), max(last, *starts), merged)
+        return [
+            window.GlobalWindows.windowed_value(
+                (start - start % self.key_span, acc), timestamp=start
+            )
+            for start, acc in partials
+        ]
+
+    def finish_bundle(self):
+        yield from self._flush(list(self.partials))
+        total, self.total = self.total, None
+        if total is not None:
             yield pvalue.TaggedOutput(
-                BUNDLE_TOTALS,
-                window.GlobalWindows.windowed_value(
-                    (first, max(partials), merged), timestamp=first
-                ),
+                BUNDLE_TOTALS, window.GlobalWindows.windowed_value(total, timestamp=total[0])
             )
-        for start, acc in partials.items():
-            key = start - start % self.key_span
-            yield window.GlobalWindows.windowed_value((key, acc), timestamp=start)
+
+
+def _add_counts(counts: dict, keys: list, values: list) -> None:
+    if not counts:
+        counts.update(zip(keys, values, strict=True))
+        return
+    for key, value in zip(keys, values, strict=True):
+        counts[key] = counts.get(key, 0) + value
+
+
+def _may_overflow(table) -> bool:
+    """Whether a byte sum over ``table``'s records could pass int64 (Arrow's sums would wrap;
+    ``_add_columns`` adds Python integers, exact)."""
+    largest = pc.max(table["bytes"]).as_py() or 0
+    return largest * table.num_rows > MAX_INT64
 
 
 class MergeStatsCombineFn(beam.CombineFn):
@@ -594,15 +717,20 @@ class SecondCounts:
 
     __slots__ = ("counts", "origins")
 
-    def __init__(self, counts: dict[int, int], origins: dict[str, tuple[array, array]]) -> None:
+    def __init__(
+        self, counts: dict[int, int], origins: dict[str, tuple[array, array]] | None
+    ) -> None:
         self.counts = counts
         self.origins = origins
 
     def __reduce__(self):
         return SecondCounts, (self.counts, self.origins)
 
-    def lines_of(self, seconds: set[int]) -> dict[int, dict[str, list[int]]]:
-        """``{second: {source: line numbers}}`` of the records in ``seconds``, in input order."""
+    def lines_of(self, seconds: set[int]) -> dict[int, dict[str, list[int]]] | None:
+        """``{second: {source: line numbers}}`` of the records in ``seconds``, in input order;
+        None when the counts kept no origins (``CountPerSecondFn(origins=False)``)."""
+        if self.origins is None:
+            return None
         found: dict[int, dict[str, list[int]]] = {}
         for source, (record_seconds, lines) in self.origins.items():
             for second, line in zip(record_seconds, lines, strict=True):
@@ -612,7 +740,14 @@ class SecondCounts:
 
 
 class CountPerSecondFn(_BundleAggregateFn):
-    """Counts a bundle's records per event second: one ``("all", SecondCounts)`` per bundle."""
+    """Counts a bundle's records per event second: one ``("all", SecondCounts)`` per bundle.
+    With ``origins`` (where a line can arrive late: a live run), also each record's second and
+    line, so that the detector can dead-letter a late second's lines one by one; a batch run
+    evaluates every second after all its input, so none is late, and keeps no origins: its
+    memory is then per second, not per record."""
+
+    def __init__(self, origins: bool = True) -> None:
+        self.keep_origins = origins
 
     def start_bundle(self):
         self.seconds: dict[int, int] = {}
@@ -620,8 +755,24 @@ class CountPerSecondFn(_BundleAggregateFn):
 
     def _add(self, records: RecordColumns) -> None:
         seconds = self.seconds
-        for second, count in Counter(records.timestamp).items():
+        if isinstance(records, RecordTable):
+            counted = pc.value_counts(records.table["timestamp"])
+            pairs = zip(
+                counted.field("values").to_pylist(),
+                counted.field("counts").to_pylist(),
+                strict=True,
+            )
+        else:
+            pairs = Counter(records.timestamp).items()
+        for second, count in pairs:
             seconds[second] = seconds.get(second, 0) + count
+        if not self.keep_origins:
+            return
+        if isinstance(records, RecordTable):
+            origin = self._origin(records.file)
+            origin[0].frombytes(records.table["timestamp"].to_numpy().astype(np.int64).tobytes())
+            origin[1].frombytes(records.table["line"].to_numpy().astype(np.int64).tobytes())
+            return
         sources = records.source
         if not sources:
             return
@@ -644,8 +795,9 @@ class CountPerSecondFn(_BundleAggregateFn):
     def finish_bundle(self):
         if self.seconds:
             # One element for the whole bundle, at its earliest second (the watermark hold).
+            origins = self.origins if self.keep_origins else None
             yield window.GlobalWindows.windowed_value(
-                ("all", SecondCounts(self.seconds, self.origins)), timestamp=min(self.seconds)
+                ("all", SecondCounts(self.seconds, origins)), timestamp=min(self.seconds)
             )
         self.seconds, self.origins = {}, {}
 
@@ -722,6 +874,11 @@ class DetectHighTrafficFn(beam.DoFn):
             where = counted.lines_of(set(late))
             for second in late:
                 reason = f"late: event second {second} was already evaluated"
+                if where is None:  # no origins kept: one dead letter for the second's lines
+                    dead = DeadLetter("", None, f"{reason} ({seconds[second]} lines)", "")
+                    count_dead_letter(dead)
+                    yield pvalue.TaggedOutput(LATE, dead)
+                    continue
                 for source, lines in where.get(second, {}).items():
                     for line in lines:
                         dead = DeadLetter(source, line, reason, "")
@@ -795,9 +952,12 @@ class DetectHighTraffic(beam.PTransform):
         self.spread = spread
 
     def expand(self, records):
-        counts = records | "CountPerSecond" >> beam.ParDo(CountPerSecondFn()).with_output_types(
-            tuple[str, SecondCounts]
+        streaming = (
+            records.pipeline.options.view_as(StandardOptions).streaming or not records.is_bounded
         )
+        counts = records | "CountPerSecond" >> beam.ParDo(
+            CountPerSecondFn(origins=streaming)
+        ).with_output_types(tuple[str, SecondCounts])
         if self.spread:
             counts = counts | "Gather" >> beam.Reshuffle()
         return counts | "Detect" >> beam.ParDo(

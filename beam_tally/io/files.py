@@ -35,8 +35,8 @@ from beam_tally.io.sources import (
     unreadable,
 )
 from transforms import access_log
-from transforms.list_batches import LineColumns
-from transforms.parse_logs import count_log_stream
+from transforms.list_batches import LineBlock, LineColumns
+from transforms.parse_logs import count_log_stream, valid_utf8
 from transforms.records import AccessLine, DeadLetter, FileTally, SourceFile, truncate_raw
 from transforms.tally import (
     DEAD_LETTERS,
@@ -519,15 +519,14 @@ class SplitFileFn(beam.DoFn):
 
 class ReadLinesFn(beam.DoFn):
     """Reads a matched file (its path) with ``sources.read_pieces`` into ``AccessLine``s
-    (1-based line numbers, text without the line ending), emitted as ``LineColumns`` batches of
-    up to ``CHUNK`` lines (Beam's Batched DoFns: element-wise consumers still see one
-    ``AccessLine`` at a time).
+    (1-based line numbers, text without the line ending), emitted as a ``LineBlock`` batch per
+    block of up to ``BLOCK`` bytes, its bytes as read (Beam's Batched DoFns: element-wise
+    consumers still see one ``AccessLine`` at a time).
     An undecodable line, an unreadable file, or a name that is not valid Unicode is a dead
     letter; a file that cannot be read to its end (damaged, too large, failing) keeps the lines
     read before, and one dead letter for the file (``where`` None) says why, its unfinished
     last line as ``raw``."""
 
-    CHUNK = 8192
     BLOCK = 1 << 22  # content bytes read at a time
 
     def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
@@ -607,51 +606,36 @@ class ReadLinesFn(beam.DoFn):
     def _batches(
         self, path: str, block: bytes, before: int, dead_letters: list[DeadLetter], fmt: str
     ):
-        """``LineColumns`` of up to ``CHUNK`` lines for a block of whole lines, decoded at
-        once; a block with undecodable bytes is decoded with them escaped, and each line that
-        holds one is a dead letter (a typical block holds a few)."""
-        try:
-            text = block.decode("utf-8")
-        except UnicodeDecodeError:
-            numbers, lines = self._around_bad_lines(path, block, before, dead_letters)
-        else:
-            if "\r" in text:  # CRLF line endings
-                text = text.replace("\r\n", "\n")
-            lines = text.split("\n")[:-1]
-            numbers = range(before + 1, before + 1 + len(lines))
-        for start in range(0, len(lines), self.CHUNK):
-            end = start + self.CHUNK
-            yield LineColumns.numbered(path, numbers[start:end], lines[start:end], fmt)
+        """The lines of a block of whole lines, as one ``LineBlock`` (the block's bytes,
+        which the parser's Arrow path reads at once). A line with undecodable bytes is a dead
+        letter here, and a line the block skips (a typical bad block holds a few)."""
+        skip = () if valid_utf8(block) else self._undecodable(path, block, before, dead_letters)
+        yield LineBlock(path, before, block, fmt, block.count(b"\n"), frozenset(skip))
 
     @staticmethod
-    def _around_bad_lines(
+    def _undecodable(
         path: str, block: bytes, before: int, dead_letters: list[DeadLetter]
-    ) -> tuple[list[int], list[str]]:
-        """The numbers and texts of a block's decodable lines (``\\r`` stripped from their
-        ends, as line by line); each undecodable line becomes a dead letter.
+    ) -> list[int]:
+        """The indices of a block's undecodable lines, each one a dead letter.
 
         The block is decoded once, its undecodable bytes escaped (``surrogateescape``: a
         valid UTF-8 line never decodes to U+DC80..U+DCFF), so the bad lines are those holding
-        an escape, and each one's bytes are its text encoded back."""
+        an escape, and each one's bytes are its text encoded back (``\\r`` stripped from its
+        end, as ``LineBlock`` gives the others)."""
         text = block.decode("utf-8", "surrogateescape")
-        lines = text.split("\n")[:-1]
-        if "\r" in text:
-            lines = [line.rstrip("\r") for line in lines]
         bad, index, position = [], 0, 0
         for escape in _ESCAPED_BYTE.finditer(text):
             index += text.count("\n", position, escape.start())
             position = escape.start()
             if not bad or bad[-1] != index:
                 bad.append(index)
-        numbers: list[int] = []
-        good: list[str] = []
-        start = 0  # the first line of the next run of good lines
-        for index in [*bad, len(lines)]:
-            numbers.extend(range(before + 1 + start, before + 1 + index))
-            good.extend(lines[start:index])
-            if index == len(lines):
-                break
+        if not bad:  # pragma: no cover - valid_utf8 said otherwise
+            return bad
+        lines = text.split("\n")
+        for index in bad:
             raw = lines[index].encode("utf-8", "surrogateescape")
+            if b"\r" in block:
+                raw = raw.rstrip(b"\r")
             try:  # the error's position within the line itself
                 raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -659,8 +643,7 @@ class ReadLinesFn(beam.DoFn):
             else:  # pragma: no cover - an escape is an undecodable byte
                 reason = "undecodable bytes"
             dead_letters.append(DeadLetter(path, before + 1 + index, reason, truncate_raw(raw)))
-            start = index + 1
-        return numbers, good
+        return bad
 
 
 class ReadAccessLogs(beam.PTransform):
