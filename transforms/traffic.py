@@ -713,12 +713,13 @@ class SecondCounts:
     """A bundle's records per event second (``counts``: second -> records) and where they came
     from, for the detector to dead-letter the lines of a second that arrives late:
     ``origins`` maps each source to two arrays of the same length, each record's second and
-    line number (16 bytes a record, where a list of line numbers per second took ~40)."""
+    line number (16 bytes a record, where a list of line numbers per second took ~40), or to
+    None when they were not kept (``CountPerSecondFn(origins=False)``)."""
 
     __slots__ = ("counts", "origins")
 
     def __init__(
-        self, counts: dict[int, int], origins: dict[str, tuple[array, array]] | None
+        self, counts: dict[int, int], origins: dict[str, tuple[array, array] | None]
     ) -> None:
         self.counts = counts
         self.origins = origins
@@ -728,8 +729,8 @@ class SecondCounts:
 
     def lines_of(self, seconds: set[int]) -> dict[int, dict[str, list[int]]] | None:
         """``{second: {source: line numbers}}`` of the records in ``seconds``, in input order;
-        None when the counts kept no origins (``CountPerSecondFn(origins=False)``)."""
-        if self.origins is None:
+        None when the counts kept no origins."""
+        if None in self.origins.values():
             return None
         found: dict[int, dict[str, list[int]]] = {}
         for source, (record_seconds, lines) in self.origins.items():
@@ -767,6 +768,8 @@ class CountPerSecondFn(_BundleAggregateFn):
         for second, count in pairs:
             seconds[second] = seconds.get(second, 0) + count
         if not self.keep_origins:
+            sources = [records.file] if isinstance(records, RecordTable) else set(records.source)
+            self.origins.update(dict.fromkeys(sources))
             return
         if isinstance(records, RecordTable):
             origin = self._origin(records.file)
@@ -795,9 +798,8 @@ class CountPerSecondFn(_BundleAggregateFn):
     def finish_bundle(self):
         if self.seconds:
             # One element for the whole bundle, at its earliest second (the watermark hold).
-            origins = self.origins if self.keep_origins else None
             yield window.GlobalWindows.windowed_value(
-                ("all", SecondCounts(self.seconds, origins)), timestamp=min(self.seconds)
+                ("all", SecondCounts(self.seconds, self.origins)), timestamp=min(self.seconds)
             )
         self.seconds, self.origins = {}, {}
 
@@ -875,7 +877,8 @@ class DetectHighTrafficFn(beam.DoFn):
             for second in late:
                 reason = f"late: event second {second} was already evaluated"
                 if where is None:  # no origins kept: one dead letter for the second's lines
-                    dead = DeadLetter("", None, f"{reason} ({seconds[second]} lines)", "")
+                    source = ", ".join(sorted(counted.origins))
+                    dead = DeadLetter(source, None, f"{reason} ({seconds[second]} lines)", "")
                     count_dead_letter(dead)
                     yield pvalue.TaggedOutput(LATE, dead)
                     continue

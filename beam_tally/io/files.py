@@ -7,7 +7,6 @@ prints formatted elements on stdout.
 
 import glob
 import os
-import re
 import shutil
 import sys
 import uuid
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Iterator, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -50,7 +50,6 @@ MAX_LINE_BYTES = 64 << 20
 """A line longer than this (64 MiB, no line end in sight) ends the file's reading: held whole,
 one such line per worker would be the memory limit."""
 
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that surrogateescape could not decode
 _COPY_CHUNK = 1 << 20
 _NO_PART = ("", "")
 _KEYED_PART = tuple[str, tuple[str, str]]  # (temporary directory, (file name, part path))
@@ -618,31 +617,27 @@ class ReadLinesFn(beam.DoFn):
     ) -> list[int]:
         """The indices of a block's undecodable lines, each one a dead letter.
 
-        The block is decoded once, its undecodable bytes escaped (``surrogateescape``: a
-        valid UTF-8 line never decodes to U+DC80..U+DCFF), so the bad lines are those holding
-        an escape, and each one's bytes are its text encoded back (``\\r`` stripped from its
-        end, as ``LineBlock`` gives the others)."""
-        text = block.decode("utf-8", "surrogateescape")
-        bad, index, position = [], 0, 0
-        for escape in _ESCAPED_BYTE.finditer(text):
-            index += text.count("\n", position, escape.start())
-            position = escape.start()
-            if not bad or bad[-1] != index:
-                bad.append(index)
-        if not bad:  # pragma: no cover - valid_utf8 said otherwise
-            return bad
-        lines = text.split("\n")
-        for index in bad:
-            raw = lines[index].encode("utf-8", "surrogateescape")
-            if b"\r" in block:
+        Only the lines holding a byte over 127 can be undecodable: NumPy finds them, and each
+        is decoded on its own (a block of ASCII with a few bad lines costs a pass over its
+        bytes, not a Python string per line). A bad line's raw bytes are without its LF (and
+        CRs at its end, in a block that holds one)."""
+        data = np.frombuffer(block, np.uint8)
+        ends = np.flatnonzero(data == 10)
+        high = np.flatnonzero(data > 127)
+        indices = np.unique(np.searchsorted(ends, high)).tolist()
+        starts = [0, *(ends + 1).tolist()] if indices else []
+        crlf = b"\r" in block
+        bad = []
+        for index in indices:
+            raw = block[starts[index] : starts[index + 1] - 1]
+            if crlf:
                 raw = raw.rstrip(b"\r")
-            try:  # the error's position within the line itself
+            try:
                 raw.decode("utf-8")
-            except UnicodeDecodeError as err:
+            except UnicodeDecodeError as err:  # the error's position within the line itself
                 reason = f"undecodable bytes: invalid UTF-8 at byte {err.start}"
-            else:  # pragma: no cover - an escape is an undecodable byte
-                reason = "undecodable bytes"
-            dead_letters.append(DeadLetter(path, before + 1 + index, reason, truncate_raw(raw)))
+                dead_letters.append(DeadLetter(path, before + 1 + index, reason, truncate_raw(raw)))
+                bad.append(index)
         return bad
 
 
