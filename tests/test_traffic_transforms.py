@@ -250,7 +250,7 @@ def test_stats_per_ten_second_window_equal_a_direct_count():
         )
 
 
-def test_batch_merge_of_a_windows_partials_equals_one_pass_and_leaves_them_intact():
+def test_batch_merge_of_a_runs_partials_equals_one_pass_per_window_and_leaves_them_intact():
     from transforms.traffic import _MergeWindowStatsFn
 
     rng = random.Random(5)
@@ -266,14 +266,19 @@ def test_batch_merge_of_a_windows_partials_equals_one_pass_and_leaves_them_intac
             fn.add_input(acc, r)
         return acc
 
-    partials = [accumulate(records[:15]), accumulate(records[15:]), accumulate([])]
-    before = repr(partials)
-    [stamped] = _MergeWindowStatsFn(10, fn).process((1_549_573_860, partials))
-    assert stamped.value == TrafficStats(
-        1_549_573_860, 1_549_573_870, *fn.extract_output(accumulate(records))
-    )
-    assert stamped.timestamp == window.IntervalWindow(1_549_573_860, 1_549_573_870).max_timestamp()
-    assert repr(partials) == before
+    start, later = 1_549_573_860, 1_549_573_880
+    other = [r._replace(timestamp=later) for r in records[:5]]
+    groups = [
+        {later: accumulate(other), start: accumulate(records[:15])},  # out of order
+        {start: accumulate(records[15:])},
+        {start: accumulate([])},
+    ]
+    before = repr(groups)
+    first, second = _MergeWindowStatsFn(10, fn).process((start, groups))
+    assert first.value == TrafficStats(start, start + 10, *fn.extract_output(accumulate(records)))
+    assert first.timestamp == window.IntervalWindow(start, start + 10).max_timestamp()
+    assert second.value == TrafficStats(later, later + 10, *fn.extract_output(accumulate(other)))
+    assert repr(groups) == before
 
 
 def test_stats_in_streaming_fire_per_window_as_the_watermark_passes():
