@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+import beam_tally
 from beam_tally.errors import FetchError, HelpRequested, UsageError
 from beam_tally.gc_settings import tune_gc
 from beam_tally.terminal import escape_control
@@ -97,6 +98,7 @@ def entry() -> int:
     (0.13 s of each run here); frozen, they are skipped. Only for the command's own process:
     ``main`` called in-process (tests) leaves the collector alone."""
     tune_gc()
+    beam_tally.COMMAND_PROCESS["own"] = True
     code = main()
     gc.freeze()
     return code

@@ -8,6 +8,7 @@ young objects less often; ``tune_worker_gc`` does the same in a worker process B
 Nothing here changes results.
 """
 
+import contextlib
 import gc
 import os
 
@@ -48,3 +49,17 @@ def tune_worker_gc() -> None:
         return
     _worker["tuned"] = True
     tune_gc()
+
+
+@contextlib.contextmanager
+def paused():
+    """No collection inside: for reading a run's outputs back (JSON into dicts, lists and
+    tuples, which hold no cycles), where young collections kept traversing the rows read so
+    far (0.68 s against 0.25 s to turn a 3.3M-line run's 28,512 stats rows into objects)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

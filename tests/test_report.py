@@ -277,3 +277,40 @@ def test_a_live_run_rewrites_its_report_as_it_goes(tmp_path):
     bars = figure(final, "chart-traffic")["data"][0]
     assert bars["x"] == sorted(s["start"] * 1000 for s in stats)
     assert consumer.lines[-1][1] == f"report: {page}"
+
+
+def test_a_report_written_later_falls_back_to_this_process(monitor_run, monkeypatch):
+    """``report_line_later`` in the command's own process: the forked child's report, or, when
+    the fork fails or the child does not finish in time (it is killed), this process's."""
+    import beam_tally
+    from beam_tally import report
+
+    out = monitor_run[1]
+    path = os.path.join(out, REPORT)
+    params = page_spec(path)["params"]
+    expected = page_spec(path)["figures"]
+    monkeypatch.setitem(beam_tally.COMMAND_PROCESS, "own", True)
+    parent = os.getpid()
+
+    assert report.report_line_later(out, "monitor", params)() == f"report: {path}"  # forked
+    assert page_spec(path)["figures"] == expected
+
+    def no_fork():
+        raise OSError("no fork here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fork", no_fork)
+        assert report.report_line_later(out, "monitor", params)() == f"report: {path}"
+
+    real = report.report_line
+
+    def slow_in_the_child(*args):
+        if os.getpid() != parent:
+            time.sleep(60)
+        return real(*args)
+
+    monkeypatch.setattr(report, "report_line", slow_in_the_child)
+    monkeypatch.setattr(report, "REPORT_TIMEOUT", 0.5)
+    started = time.monotonic()
+    assert report.report_line_later(out, "monitor", params)() == f"report: {path}"
+    assert time.monotonic() - started < 30 and page_spec(path)["figures"] == expected

@@ -246,11 +246,14 @@ def stats_json(stats: TrafficStats) -> str:
     ).decode()
 
 
+_new = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
+
+
 def stats_from_json(row: dict) -> TrafficStats:
     """The ``TrafficStats`` of a ``stats_json`` line (read back for the console)."""
 
     def ranked(entries: list[dict], key: str, value: str) -> list[RankedCount]:
-        return [RankedCount(e[key], e[value]) for e in entries]
+        return [_new(RankedCount, (e[key], e[value])) for e in entries]
 
     return TrafficStats(
         row["start"],
@@ -258,7 +261,7 @@ def stats_from_json(row: dict) -> TrafficStats:
         row["hits"],
         row["bytes"],
         ranked(row["sections"], "section", "hits"),
-        sorted(RankedCount(name, value) for name, value in row["status_classes"].items()),
+        sorted(map(RankedCount._make, row["status_classes"].items())),
         row["error_rate"],
         ranked(row["hosts_by_hits"], "host", "hits"),
         ranked(row["hosts_by_bytes"], "host", "bytes"),

@@ -14,6 +14,7 @@ from functools import partial
 import apache_beam as beam
 
 from beam_tally import console, input_check, metrics, report
+from beam_tally.gc_settings import paused
 from beam_tally.io.files import SPLIT_BYTES, ReadAccessLogs, WriteJsonLines, WriteToConsole
 from beam_tally.io.kafka import MarkDrained, WriteJsonLinesOnce, is_kafka
 from beam_tally.io.stream import WriteJsonLinesLive, end_marker, live_source
@@ -226,12 +227,17 @@ def run(argv: list[str]) -> int:
         reasons = metrics.counters(result, metrics.DEAD_LETTER_NAMESPACE)
         ended = None
         bad_files = input_check.bad_files(result)
-        print_outputs(output, shown)
-    outputs = metrics.monitor_outputs(output)
-    print(
-        console.format_monitor_summary(totals, reasons, seconds, output, ended, outputs, bad_files)
-    )
-    print(report.report_line(output, "monitor", params))
+    with paused():
+        report_line = report.report_line_later(output, "monitor", params)
+        if not source:
+            print_outputs(output, shown)
+        outputs = metrics.monitor_outputs(output)
+        print(
+            console.format_monitor_summary(
+                totals, reasons, seconds, output, ended, outputs, bad_files
+            )
+        )
+        print(report_line())
     if bad_files and not totals.get("records"):  # not one valid line: the wrong input?
         fmt = options.view_as(MonitorOptions).format
         print(f"beam-tally monitor: {input_check.wrong_input('monitor', bad_files, fmt)}",

@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 
+from beam_tally import COMMAND_PROCESS
 from beam_tally.report import charts, data
 from beam_tally.report.page import DATA_BLOCK, PlotlyMissing, plotly_js, render_page, text
 from beam_tally.terminal import escape_control
@@ -123,6 +125,60 @@ def report_line(output: str, job: str, params: dict) -> str:
         return f"report: {escape_control(write_report(output, job, params))}"
     except PlotlyMissing as missing:
         return f"report: not written ({missing})"
+
+
+REPORT_TIMEOUT = 300  # seconds for a background report before this process writes it itself
+
+
+def report_line_later(output: str, job: str, params: dict) -> Callable[[], str]:
+    """``report_line`` started now, its line given by the function returned, which waits for
+    it. Where allowed, the report is written by a forked child while
+    this process goes on (printing the console: the report reads every output back and draws
+    it, about a second for a 3.3M-line monitor run, and the second core is then idle): only in
+    the ``beam-tally`` command's own process (``COMMAND_PROCESS``), not in a test's. If the
+    fork fails, the child fails, or it takes over ``REPORT_TIMEOUT`` seconds (it is then
+    killed), this process writes the report itself."""
+    if not COMMAND_PROCESS["own"] or not hasattr(os, "fork"):
+        line = report_line(output, job, params)
+        return lambda: line
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        line = report_line(output, job, params)
+        return lambda: line
+    if pid == 0:  # the child: the report, its line down the pipe, and out (no exit handlers)
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, report_line(output, job, params).encode("utf-8"))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+
+    def wait() -> str:
+        deadline = time.monotonic() + REPORT_TIMEOUT
+        status = None
+        while status is None:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = code
+            elif time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                status = -1
+            else:
+                time.sleep(0.01)
+        with os.fdopen(read_end, "rb") as pipe:
+            line = pipe.read().decode("utf-8", errors="replace")
+        return line if status == 0 and line else report_line(output, job, params)
+
+    return wait
 
 
 class LiveReport:
