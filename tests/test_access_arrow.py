@@ -112,6 +112,15 @@ def test_undecodable_lines_are_skipped_not_parsed():
     assert [line.line for line in lines] == [1, 3] and len(lines) == 2
 
 
+def test_a_block_with_undecodable_lines_strips_crs_as_the_reader_did():
+    good = csv_line("10.0.0.1", "-", "-", 1549573860, "GET /a HTTP/1.1", 200, 5)
+    block = good.encode() + b"\n\xff\nx\r\r\n" + good.encode() + b"\r\n"
+    lines, records, dead_letters = arrow_parse(block, skip=frozenset({1}))
+    expected_records, expected_dead = line_by_line(list(lines), "csv")
+    assert [line.text for line in lines][1] == "x"
+    assert records == expected_records and dead_letters == expected_dead
+
+
 def test_a_line_block_pickles_and_splits_like_the_reader():
     block = b"a\r\nb\r\r\nc\n"
     lines = LineBlock("f.log", 4, block, "clf", 3)

@@ -314,3 +314,24 @@ def test_a_report_written_later_falls_back_to_this_process(monitor_run, monkeypa
     started = time.monotonic()
     assert report.report_line_later(out, "monitor", params)() == f"report: {path}"
     assert time.monotonic() - started < 30 and page_spec(path)["figures"] == expected
+
+
+def test_a_report_written_later_is_stopped_when_the_command_fails(monitor_run, monkeypatch):
+    import beam_tally
+    from beam_tally import report
+
+    out = monitor_run[1]
+    params = page_spec(os.path.join(out, REPORT))["params"]
+    monkeypatch.setitem(beam_tally.COMMAND_PROCESS, "own", True)
+    parent = os.getpid()
+    real = report.report_line
+
+    def slow_in_the_child(*args):
+        if os.getpid() != parent:
+            time.sleep(60)
+        return real(*args)
+
+    monkeypatch.setattr(report, "report_line", slow_in_the_child)
+    started = time.monotonic()
+    assert report.report_line_later(out, "monitor", params)(cancel=True) == ""
+    assert time.monotonic() - started < 10  # killed and reaped, not waited 60 s for

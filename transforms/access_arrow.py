@@ -83,8 +83,9 @@ def parse_block(
 ) -> tuple[pa.Table, list[tuple[int, str]]]:
     """``(records, others)``: the table (``COLUMNS``) of the lines of ``block`` of the usual
     shape of ``fmt`` (one of ``FORMATS``), and ``(index, text)`` of each other line but those
-    of indices ``skip``, in order; its text as the reader gives it (without its LF, nor the CR
-    of a CRLF). Every line but those of ``skip`` must be UTF-8."""
+    of indices ``skip``, in order; its text as the reader gives it (``LineBlock``: without its
+    LF, nor the CR of a CRLF; in a block with ``skip``, every CR at its end). Every line but
+    those of ``skip`` must be UTF-8."""
     if fmt not in FORMATS:
         raise ValueError(f"no fast path for format {fmt!r}")
     table, others, offsets = _parse(block, fmt)
@@ -97,7 +98,10 @@ def parse_block(
         if index in skip:
             continue
         text = block[start : end - 1].decode("utf-8")
-        texts.append((index, text[:-1] if text[-1:] == "\r" else text))
+        if skip:  # a block with undecodable lines: CRs stripped from ends, as the reader did
+            texts.append((index, text.rstrip("\r") if "\r" in text else text))
+        else:
+            texts.append((index, text[:-1] if text[-1:] == "\r" else text))
     return table, texts
 
 

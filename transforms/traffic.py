@@ -385,6 +385,8 @@ class PartialStatsFn(_BundleAggregateFn):
         """``_add_columns`` of an Arrow table of records (``RecordTable``): the table grouped
         by window and section, status class, host and user with Arrow's kernels, and only the
         groups added into the partials' dicts, a window's run of them at a time."""
+        if not table.num_rows:
+            return
         seconds = table["timestamp"].to_numpy()
         starts = pa.array(seconds - seconds % self.size)
         statuses = table["status"].to_numpy()

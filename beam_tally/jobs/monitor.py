@@ -228,15 +228,23 @@ def run(argv: list[str]) -> int:
         ended = None
         bad_files = input_check.bad_files(result)
     with paused():
-        report_line = report.report_line_later(output, "monitor", params)
-        if not source:
-            print_outputs(output, shown)
-        outputs = metrics.monitor_outputs(output)
-        print(
-            console.format_monitor_summary(
-                totals, reasons, seconds, output, ended, outputs, bad_files
+        if source:  # a live run: its threads may still be stopping, so no fork
+            report_line = partial(report.report_line, output, "monitor", params)
+        else:
+            report_line = report.report_line_later(output, "monitor", params)
+        try:
+            if not source:
+                print_outputs(output, shown)
+            outputs = metrics.monitor_outputs(output)
+            print(
+                console.format_monitor_summary(
+                    totals, reasons, seconds, output, ended, outputs, bad_files
+                )
             )
-        )
+        except BaseException:
+            if not source:
+                report_line(cancel=True)
+            raise
         print(report_line())
     if bad_files and not totals.get("records"):  # not one valid line: the wrong input?
         fmt = options.view_as(MonitorOptions).format

@@ -127,7 +127,7 @@ def report_line(output: str, job: str, params: dict) -> str:
         return f"report: not written ({missing})"
 
 
-REPORT_TIMEOUT = 300  # seconds for a background report before this process writes it itself
+REPORT_TIMEOUT = 60  # seconds for a background report before this process writes it itself
 
 
 def report_line_later(output: str, job: str, params: dict) -> Callable[[], str]:
@@ -137,10 +137,12 @@ def report_line_later(output: str, job: str, params: dict) -> Callable[[], str]:
     it, about a second for a 3.3M-line monitor run, and the second core is then idle): only in
     the ``beam-tally`` command's own process (``COMMAND_PROCESS``), not in a test's. If the
     fork fails, the child fails, or it takes over ``REPORT_TIMEOUT`` seconds (it is then
-    killed), this process writes the report itself."""
-    if not COMMAND_PROCESS["own"] or not hasattr(os, "fork"):
+    killed), this process writes the report itself. Not for a remote ``output`` (the child
+    would share this process's file-system clients). The caller calls the function returned
+    with ``cancel=True`` if it fails before it wants the line, so that no child outlives it."""
+    if not COMMAND_PROCESS["own"] or not hasattr(os, "fork") or "://" in output:
         line = report_line(output, job, params)
-        return lambda: line
+        return lambda cancel=False: line
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
@@ -150,19 +152,24 @@ def report_line_later(output: str, job: str, params: dict) -> Callable[[], str]:
         os.close(read_end)
         os.close(write_end)
         line = report_line(output, job, params)
-        return lambda: line
+        return lambda cancel=False: line
     if pid == 0:  # the child: the report, its line down the pipe, and out (no exit handlers)
         code = 1
         try:
             os.close(read_end)
+            quiet = os.open(os.devnull, os.O_RDWR)  # never holding the caller's pipes open
+            for fd in (0, 1, 2):
+                os.dup2(quiet, fd)
             os.write(write_end, report_line(output, job, params).encode("utf-8"))
             code = 0
         finally:
             os._exit(code)
     os.close(write_end)
 
-    def wait() -> str:
-        deadline = time.monotonic() + REPORT_TIMEOUT
+    def wait(cancel: bool = False) -> str:
+        """The report's line; with ``cancel`` (this process failed meanwhile), the child is
+        stopped and nothing written here."""
+        deadline = time.monotonic() + (0 if cancel else REPORT_TIMEOUT)
         status = None
         while status is None:
             done, code = os.waitpid(pid, os.WNOHANG)
@@ -176,6 +183,8 @@ def report_line_later(output: str, job: str, params: dict) -> Callable[[], str]:
                 time.sleep(0.01)
         with os.fdopen(read_end, "rb") as pipe:
             line = pipe.read().decode("utf-8", errors="replace")
+        if cancel:
+            return ""
         return line if status == 0 and line else report_line(output, job, params)
 
     return wait
