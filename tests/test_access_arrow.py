@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_record_columns import line_by_line, random_records
+from tests.test_traffic_transforms import _FakeState, _FakeTimer
 from transforms import access_arrow, traffic
 from transforms.list_batches import LineBlock, RecordColumns, RecordTable
 from transforms.records import AccessLine
@@ -218,35 +219,16 @@ def test_count_per_second_of_tables_keeps_no_origins_unless_asked():
         assert counted.lines_of(late) == ({late.pop(): {"a.log": lines}} if origins else None)
 
 
-class _State:
-    def __init__(self, value=None):
-        self.value = value
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-    def clear(self):
-        self.value = None
-
-
-class _Timer:
-    def set(self, *args, **kwargs):
-        pass
-
-
 def test_a_late_second_without_origins_is_one_dead_letter_for_its_lines():
     from apache_beam.transforms.window import GlobalWindow
 
     fn = DetectHighTrafficFn(threshold=1, window_seconds=2, max_delay=0)
-    rule = _State()
+    rule = _FakeState()
 
     def process(counts: dict[int, int], sources: list[str]) -> list:
         counted = SecondCounts(counts, dict.fromkeys(sources))
-        timers = (_Timer(), _Timer())
-        return list(fn.process(("all", counted), GlobalWindow(), rule, _State(), *timers))
+        timers = (_FakeTimer(), _FakeTimer())
+        return list(fn.process(("all", counted), GlobalWindow(), rule, _FakeState(), *timers))
 
     process({10: 1, 20: 1}, ["a.log"])
     list(fn._evaluate(rule, 20)[1])

@@ -279,6 +279,21 @@ def test_a_live_run_rewrites_its_report_as_it_goes(tmp_path):
     assert consumer.lines[-1][1] == f"report: {page}"
 
 
+def _slow_report_child(monkeypatch) -> None:
+    """``report.report_line`` made to hang (60 s) in a forked child, as it is in this process."""
+    from beam_tally import report
+
+    parent = os.getpid()
+    real = report.report_line
+
+    def slow_in_the_child(*args):
+        if os.getpid() != parent:
+            time.sleep(60)
+        return real(*args)
+
+    monkeypatch.setattr(report, "report_line", slow_in_the_child)
+
+
 def test_a_report_written_later_falls_back_to_this_process(monitor_run, monkeypatch):
     """``report_line_later`` in the command's own process: the forked child's report, or, when
     the fork fails or the child does not finish in time (it is killed), this process's."""
@@ -290,7 +305,6 @@ def test_a_report_written_later_falls_back_to_this_process(monitor_run, monkeypa
     params = page_spec(path)["params"]
     expected = page_spec(path)["figures"]
     monkeypatch.setitem(beam_tally.COMMAND_PROCESS, "own", True)
-    parent = os.getpid()
 
     assert report.report_line_later(out, "monitor", params)() == f"report: {path}"  # forked
     assert page_spec(path)["figures"] == expected
@@ -302,14 +316,7 @@ def test_a_report_written_later_falls_back_to_this_process(monitor_run, monkeypa
         patched.setattr(os, "fork", no_fork)
         assert report.report_line_later(out, "monitor", params)() == f"report: {path}"
 
-    real = report.report_line
-
-    def slow_in_the_child(*args):
-        if os.getpid() != parent:
-            time.sleep(60)
-        return real(*args)
-
-    monkeypatch.setattr(report, "report_line", slow_in_the_child)
+    _slow_report_child(monkeypatch)
     monkeypatch.setattr(report, "REPORT_TIMEOUT", 0.5)
     started = time.monotonic()
     assert report.report_line_later(out, "monitor", params)() == f"report: {path}"
@@ -323,15 +330,7 @@ def test_a_report_written_later_is_stopped_when_the_command_fails(monitor_run, m
     out = monitor_run[1]
     params = page_spec(os.path.join(out, REPORT))["params"]
     monkeypatch.setitem(beam_tally.COMMAND_PROCESS, "own", True)
-    parent = os.getpid()
-    real = report.report_line
-
-    def slow_in_the_child(*args):
-        if os.getpid() != parent:
-            time.sleep(60)
-        return real(*args)
-
-    monkeypatch.setattr(report, "report_line", slow_in_the_child)
+    _slow_report_child(monkeypatch)
     started = time.monotonic()
     assert report.report_line_later(out, "monitor", params)(cancel=True) == ""
     assert time.monotonic() - started < 10  # killed and reaped, not waited 60 s for

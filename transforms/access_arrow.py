@@ -1,8 +1,8 @@
 """A block of access lines parsed at once with Apache Arrow: the monitor's fast path.
 
 ``parse_block(block, fmt)`` takes a reader's block of whole lines (each ending in LF) and
-returns the records of its lines of the usual shape as one Arrow table, with the
-indices of its other lines, which ``access_log.parse_line`` must parse one by one (a header,
+returns the records of its lines of the usual shape as one Arrow table, with the index and
+text of each other line, which ``access_log.parse_line`` must parse one by one (a header,
 a blank or bad line, or a good but unusual one). Every record is the one ``parse_line`` gives
 for its line: the usual shape here is a subset of ``access_log``'s (ASCII request targets that
 start with ``/``, no C1 control characters), and each field comes out the same.
@@ -64,16 +64,22 @@ _CSV_TYPES = {
 _LF = 10
 
 
-def line_array(block: bytes) -> tuple[pa.LargeBinaryArray, np.ndarray]:
-    """The lines of ``block`` (whole lines, each ending in LF) as a binary array over the
-    block's own bytes, each with its LF, and the lines' offsets (one more than lines)."""
-    data = np.frombuffer(block, np.uint8)
-    ends = np.flatnonzero(data == _LF)
+def line_offsets(block: bytes) -> np.ndarray:
+    """Where each line of ``block`` (whole lines, each ending in LF) starts, and the block's
+    end: one more offset than lines."""
+    ends = np.flatnonzero(np.frombuffer(block, np.uint8) == _LF)
     offsets = np.empty(len(ends) + 1, np.int64)
     offsets[0] = 0
     offsets[1:] = ends + 1
+    return offsets
+
+
+def line_array(block: bytes) -> tuple[pa.LargeBinaryArray, np.ndarray]:
+    """The lines of ``block`` as a binary array over the block's own bytes, each with its LF,
+    and their ``line_offsets``."""
+    offsets = line_offsets(block)
     lines = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(block)]
+        pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(block)]
     )
     return lines, offsets
 
@@ -99,7 +105,7 @@ def parse_block(
             continue
         text = block[start : end - 1].decode("utf-8")
         if skip:  # a block with undecodable lines: CRs stripped from ends, as the reader did
-            texts.append((index, text.rstrip("\r") if "\r" in text else text))
+            texts.append((index, text.rstrip("\r")))
         else:
             texts.append((index, text[:-1] if text[-1:] == "\r" else text))
     return table, texts

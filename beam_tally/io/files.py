@@ -34,7 +34,7 @@ from beam_tally.io.sources import (
     read_pieces,
     unreadable,
 )
-from transforms import access_log
+from transforms import access_arrow, access_log
 from transforms.list_batches import LineBlock, LineColumns
 from transforms.parse_logs import count_log_stream, valid_utf8
 from transforms.records import AccessLine, DeadLetter, FileTally, SourceFile, truncate_raw
@@ -621,11 +621,10 @@ class ReadLinesFn(beam.DoFn):
         is decoded on its own (a block of ASCII with a few bad lines costs a pass over its
         bytes, not a Python string per line). A bad line's raw bytes are without its LF (and
         CRs at its end, in a block that holds one)."""
-        data = np.frombuffer(block, np.uint8)
-        ends = np.flatnonzero(data == 10)
-        high = np.flatnonzero(data > 127)
-        indices = np.unique(np.searchsorted(ends, high)).tolist()
-        starts = [0, *(ends + 1).tolist()] if indices else []
+        offsets = access_arrow.line_offsets(block)
+        high = np.flatnonzero(np.frombuffer(block, np.uint8) > 127)
+        indices = np.unique(np.searchsorted(offsets[1:] - 1, high)).tolist()
+        starts = offsets.tolist() if indices else []
         crlf = b"\r" in block
         bad = []
         for index in indices:

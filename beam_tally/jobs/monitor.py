@@ -228,10 +228,7 @@ def run(argv: list[str]) -> int:
         ended = None
         bad_files = input_check.bad_files(result)
     with paused():
-        if source:  # a live run: its threads may still be stopping, so no fork
-            report_line = partial(report.report_line, output, "monitor", params)
-        else:
-            report_line = report.report_line_later(output, "monitor", params)
+        report_line = report.report_line_later(output, "monitor", params, fork=not source)
         try:
             if not source:
                 print_outputs(output, shown)
@@ -242,8 +239,7 @@ def run(argv: list[str]) -> int:
                 )
             )
         except BaseException:
-            if not source:
-                report_line(cancel=True)
+            report_line(cancel=True)
             raise
         print(report_line())
     if bad_files and not totals.get("records"):  # not one valid line: the wrong input?

@@ -130,17 +130,19 @@ def report_line(output: str, job: str, params: dict) -> str:
 REPORT_TIMEOUT = 60  # seconds for a background report before this process writes it itself
 
 
-def report_line_later(output: str, job: str, params: dict) -> Callable[[], str]:
+def report_line_later(output: str, job: str, params: dict, fork: bool = True) -> Callable[..., str]:
     """``report_line`` started now, its line given by the function returned, which waits for
-    it. Where allowed, the report is written by a forked child while
-    this process goes on (printing the console: the report reads every output back and draws
-    it, about a second for a 3.3M-line monitor run, and the second core is then idle): only in
-    the ``beam-tally`` command's own process (``COMMAND_PROCESS``), not in a test's. If the
+    it. Where allowed, the report is written by a forked child while this process goes on
+    (printing the console: the report reads every output back and draws it, about a second
+    for a 3.3M-line monitor run, and the second core is then idle): only in the
+    ``beam-tally`` command's own process (``COMMAND_PROCESS``), not in a test's. If the
     fork fails, the child fails, or it takes over ``REPORT_TIMEOUT`` seconds (it is then
-    killed), this process writes the report itself. Not for a remote ``output`` (the child
-    would share this process's file-system clients). The caller calls the function returned
-    with ``cancel=True`` if it fails before it wants the line, so that no child outlives it."""
-    if not COMMAND_PROCESS["own"] or not hasattr(os, "fork") or "://" in output:
+    killed), this process writes the report itself. Not with ``fork`` False (a live run,
+    whose threads may still be stopping) nor for a remote ``output`` (the child would share
+    this process's file-system clients): the report is then written before this returns.
+    The caller calls the function returned with ``cancel=True`` if it fails before it wants
+    the line, so that no child outlives it."""
+    if not (fork and COMMAND_PROCESS["own"] and hasattr(os, "fork")) or "://" in output:
         line = report_line(output, job, params)
         return lambda cancel=False: line
     sys.stdout.flush()
