@@ -5,23 +5,25 @@ same partials, whatever the block holds."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_record_columns import line_by_line, random_records
-from tests.test_traffic_transforms import _FakeState, _FakeTimer
 from transforms import access_arrow, traffic
+from transforms.alert_rule import TrafficAlertRule
 from transforms.list_batches import LineBlock, RecordColumns, RecordTable
 from transforms.records import AccessLine
 from transforms.traffic import (
     CountPerSecondFn,
-    DetectHighTrafficFn,
+    CountSecondsFn,
+    DetectFromCountsFn,
     ParseAccessLineFn,
     PartialStatsFn,
-    SecondCounts,
     TrafficStatsCombineFn,
 )
 
@@ -202,40 +204,44 @@ def test_partial_stats_of_a_table_with_huge_byte_counts_stay_exact():
     assert combine_fn.extract_output(fn.partials[100]) == reference_partials(records)[100]
 
 
-def test_count_per_second_of_tables_keeps_no_origins_unless_asked():
+def test_counts_per_second_of_tables_and_lists_alike_streaming_with_origins_batch_as_arrays():
     records = random_records(random.Random(3), 500, sources=("a.log",))
-    expected: dict[int, int] = {}
-    for r in records:
-        expected[r.timestamp] = expected.get(r.timestamp, 0) + 1
-    for origins in (True, False):
-        fn = CountPerSecondFn(origins=origins)
-        fn.start_bundle()
-        list(fn.process_batch(table_of(records[:250])))
-        list(fn.process_batch(RecordColumns.of(records[250:])))
-        ((_, counted),) = [v.value for v in fn.finish_bundle()]
-        assert counted.counts == expected
-        late = {records[0].timestamp}
-        lines = [r.line for r in records if r.timestamp in late]
-        assert counted.lines_of(late) == ({late.pop(): {"a.log": lines}} if origins else None)
+    expected = Counter(r.timestamp for r in records)
+    fn = CountPerSecondFn()
+    fn.start_bundle()
+    list(fn.process_batch(table_of(records[:250])))
+    list(fn.process_batch(RecordColumns.of(records[250:])))
+    ((_, counted),) = [v.value for v in fn.finish_bundle()]
+    assert counted.counts == expected
+    late = {records[0].timestamp}
+    lines = [r.line for r in records if r.timestamp in late]
+    assert counted.lines_of(late) == {late.pop(): {"a.log": lines}}
+
+    batch = CountSecondsFn()
+    batch.MAX_PARTS = 3  # summed along the way too
+    batch.start_bundle()
+    for i in range(0, 500, 50):
+        part = records[i : i + 50]
+        list(batch.process_batch(table_of(part) if i % 100 else RecordColumns.of(part)))
+    ((key, (seconds, counts)),) = [v.value for v in batch.finish_bundle()]
+    assert key == "all" and len(batch.parts) == 0
+    assert dict(zip(seconds.tolist(), counts.tolist(), strict=True)) == expected
+    assert seconds.tolist() == sorted(expected)
 
 
-def test_a_late_second_without_origins_is_one_dead_letter_for_its_lines():
-    from apache_beam.transforms.window import GlobalWindow
-
-    fn = DetectHighTrafficFn(threshold=1, window_seconds=2, max_delay=0)
-    rule = _FakeState()
-
-    def process(counts: dict[int, int], sources: list[str]) -> list:
-        counted = SecondCounts(counts, dict.fromkeys(sources))
-        timers = (_FakeTimer(), _FakeTimer())
-        return list(fn.process(("all", counted), GlobalWindow(), rule, _FakeState(), *timers))
-
-    process({10: 1, 20: 1}, ["a.log"])
-    list(fn._evaluate(rule, 20)[1])
-    out = process({12: 3}, ["b.log", "a.log"])
-    (late,) = [o.value for o in out]
-    assert late.source == "a.log, b.log" and late.where is None
-    assert late.reason == "late: event second 12 was already evaluated (3 lines)"
+def test_batch_detector_over_every_bundles_counts_gives_the_rules_changes():
+    rng = random.Random(11)
+    seconds = [1_000 + rng.randrange(600) for _ in range(3_000)]
+    bundles = [Counter(seconds[i : i + 700]) for i in range(0, len(seconds), 700)]
+    parts = [(np.array(list(c), np.int64), np.array(list(c.values()), np.int64)) for c in bundles]
+    rule = TrafficAlertRule(5.0, 20)
+    for second, count in sorted(Counter(seconds).items()):
+        rule.add(second, count)
+    expected = rule.evaluate_until(max(seconds))
+    assert expected  # the data alert and recover
+    out = list(DetectFromCountsFn(5.0, 20).process(("all", parts)))
+    assert [o.value for o in out] == expected
+    assert [o.timestamp.micros for o in out] == [c.at * 1_000_000 for c in expected]
 
 
 def test_records_table_schema_matches_the_fast_path():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.alert_rule import ALERT, RECOVER, TrafficAlertRule
+from transforms.alert_rule import ALERT, RECOVER, TrafficAlertRule, changes_of_counts
 
 
 def reference_alerts(timestamps, threshold, window):
@@ -58,6 +59,25 @@ def test_rule_equals_reference_on_random_traffic(timestamps, threshold, window):
 @settings(max_examples=100, deadline=None)
 def test_rule_is_the_same_however_input_is_split_and_ordered(timestamps, pieces, seed):
     assert run_rule(timestamps, 0.1, 30, pieces, seed) == reference_alerts(timestamps, 0.1, 30)
+
+
+@given(
+    traffic,
+    st.sampled_from([0.0, 0.05, 0.1, 0.5, 1.0, 2 / 3]),
+    st.sampled_from([1, 2, 5, 30, 120]),
+)
+@settings(max_examples=300, deadline=None)
+def test_changes_of_counts_at_once_equal_the_rule_second_by_second(timestamps, threshold, window):
+    """The batch evaluation (only the seconds where a count comes in or goes out) against the
+    incremental rule, alerts' hits and averages included."""
+    per_second = Counter(timestamps)
+    rule = TrafficAlertRule(threshold, window)
+    for second, count in per_second.items():
+        rule.add(second, count)
+    expected = rule.evaluate_until(max(per_second, default=0))
+    seconds = np.array(sorted(per_second), np.int64)
+    counts = np.array([per_second[s] for s in sorted(per_second)], np.int64)
+    assert changes_of_counts(seconds, counts, threshold, window) == expected
 
 
 def test_alert_at_the_second_the_average_exceeds_and_recovery_after_silence():

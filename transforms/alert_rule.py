@@ -12,6 +12,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from transforms.records import Alert
 
 ALERT = "alert"
@@ -73,3 +75,39 @@ class TrafficAlertRule:
         if end >= self.cursor:
             self.cursor = end + 1
         return changes
+
+
+def changes_of_counts(seconds, counts, threshold: float, window: int) -> list[Alert]:
+    """Every change ``TrafficAlertRule`` gives for ``counts[i]`` requests at each second
+    ``seconds[i]`` (NumPy int64 arrays, seconds sorted and distinct), evaluated to the last of
+    them, computed at once: what a batch run evaluates after all its input.
+
+    ``hits(t)`` only changes at a second with traffic (its count comes in) and ``window``
+    seconds after it (the count goes out); between two such seconds it, the average and so
+    the state stay put. So only those seconds are evaluated, with a cumulative sum of the
+    counts in and out: the memory is two arrays of the seconds with traffic, where the rule
+    keeps a dict entry per pending second (in batch, every second of the input) and steps a
+    second at a time. The state after each second is whether its average is above the
+    threshold, so a change is a second where that differs from the one before."""
+    seconds = np.asarray(seconds, np.int64)
+    counts = np.asarray(counts, np.int64)
+    if not len(seconds):
+        return []
+    last = seconds[-1]
+    leaving = seconds + window
+    kept = leaving <= last  # evaluation ends at the last second with traffic
+    points = np.concatenate((seconds, leaving[kept]))
+    deltas = np.concatenate((counts, -counts[kept]))
+    order = np.argsort(points, kind="stable")
+    points, deltas = points[order], deltas[order]
+    starts = np.flatnonzero(np.concatenate(([True], points[1:] != points[:-1])))
+    points = points[starts]
+    hits = np.cumsum(np.add.reduceat(deltas, starts))
+    high = hits / window > threshold  # float64 division, as Python's int / int below 2**53
+    changed = np.flatnonzero(high != np.concatenate(([False], high[:-1])))
+    return [
+        Alert(ALERT if above else RECOVER, at, running, running / window)
+        for at, running, above in zip(
+            points[changed].tolist(), hits[changed].tolist(), high[changed].tolist(), strict=True
+        )
+    ]

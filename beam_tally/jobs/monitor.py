@@ -118,9 +118,8 @@ def build_monitor_pipeline(p: beam.Pipeline, options) -> dict[str, beam.PCollect
         opts.stats_window, opts.top, totals=True
     )
     stats, totals = computed["stats"], computed["totals"]
-    spread = not source and several_workers(options)
     detected = records | "DetectHighTraffic" >> DetectHighTraffic(
-        opts.threshold, opts.alert_window, opts.max_delay, spread=spread
+        opts.threshold, opts.alert_window, opts.max_delay
     )
     alerts = detected[ALERTS]
     dead_letters = (
