@@ -10,13 +10,14 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pytest
+from apache_beam import pvalue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_record_columns import line_by_line, random_records
-from transforms import access_arrow, traffic
+from transforms import access_arrow, access_log, traffic
 from transforms.alert_rule import TrafficAlertRule
-from transforms.list_batches import LineBlock, RecordColumns, RecordTable
+from transforms.list_batches import LineBlock, LineList, RecordColumns, RecordTable
 from transforms.records import AccessLine
 from transforms.traffic import (
     CountPerSecondFn,
@@ -88,6 +89,58 @@ def test_a_block_parses_as_its_lines_do_one_by_one(texts, ending):
     assert len(lines) == len(texts) and [line.line for line in lines] == list(
         range(11, 11 + len(texts))
     )
+
+
+def chunk_parse(chunk):
+    """``ParseAccessLineFn.process`` of a live chunk: its records and dead letters."""
+    records, dead_letters = [], []
+    for out in ParseAccessLineFn("auto").process(chunk):
+        if isinstance(out, pvalue.TaggedOutput):
+            dead_letters.append(out.value)
+        else:
+            records.extend(out)
+    return sorted(records, key=lambda r: r.line), dead_letters
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    texts=lines_strategy,
+    numbers=st.randoms(use_true_random=False),
+    oddity=st.sampled_from(["", "cr", "source", "fmt", "surrogate"]),
+)
+def test_a_live_chunk_parses_as_its_lines_do_one_by_one(texts, numbers, oddity):
+    """A chunk of the stream (lines of one file, in the order served, so their numbers out of
+    order) through the Arrow path, or one by one when it cannot take it, gives what each line
+    gives on its own."""
+    order = list(range(1, len(texts) + 1))
+    numbers.shuffle(order)
+    lines = [AccessLine("f.log", n, text, "csv") for n, text in zip(order, texts, strict=True)]
+    if lines and oddity:
+        source, line, text, fmt = lines[-1]
+        lines[-1] = AccessLine(
+            "g.log" if oddity == "source" else source,
+            line,
+            text + ("\r" if oddity == "cr" else "\udcff" if oddity == "surrogate" else ""),
+            "" if oddity == "fmt" else fmt,
+        )
+    expected_records, expected_dead = [], []
+    for line in lines:  # a line of no told format is told apart by its own shape
+        found = line_by_line([line], line.fmt or access_log.format_of_line(line.text))
+        expected_records += found[0]
+        expected_dead += found[1]
+    records, dead_letters = chunk_parse(LineList(lines))
+    assert records == sorted(expected_records, key=lambda r: r.line)
+    assert sorted(dead_letters, key=lambda d: d.where) == sorted(
+        expected_dead, key=lambda d: d.where
+    )
+
+
+def test_a_live_chunk_of_usual_lines_leaves_as_one_record_table():
+    texts = [csv_line("h", "-", "-", 1549573860 + i, "GET /a HTTP/1.1", 200, i) for i in range(5)]
+    chunk = LineList(AccessLine("f.log", 9 - i, text, "csv") for i, text in enumerate(texts))
+    (out,) = ParseAccessLineFn("auto").process(chunk)
+    assert isinstance(out, RecordTable) and out.file == "f.log"
+    assert out.table["line"].to_pylist() == [9, 8, 7, 6, 5]
 
 
 def test_the_usual_lines_take_the_fast_path():

@@ -139,6 +139,34 @@ def test_cached_dofn_introspection_answers_as_beam_does_and_is_undone_after():
     assert (core.get_function_args_defaults, userstate.get_dofn_specs) == original
 
 
+def test_cached_state_tags_merge_as_beam_does_and_are_undone_after():
+    """Under ``cached_state_tags`` a windowed combine's state, through the trigger machinery's
+    merging adapter, adds and reads what it does under Beam's own tags; one tag without
+    extraction is made once; Beam's method is back after."""
+    from apache_beam.transforms import trigger
+    from apache_beam.transforms.combiners import MeanCombineFn
+    from apache_beam.transforms.window import IntervalWindow
+
+    from beam_tally.runtime import cached_state_tags
+
+    tag = trigger._CombiningValueStateTag("mean", MeanCombineFn())
+    windows = [IntervalWindow(0, 10), IntervalWindow(10, 20)]
+
+    def means():
+        state = trigger.MergeableStateAdapter(trigger.InMemoryUnmergedState())
+        for n, value in enumerate([1, 2, 4, 8, 16]):
+            state.add_state(windows[n % 2], tag, value)
+        return [state.get_state(w, tag) for w in windows]
+
+    original = trigger._CombiningValueStateTag.without_extraction
+    expected = means()
+    with cached_state_tags():
+        assert tag.without_extraction() is tag.without_extraction()
+        assert means() == expected == [7.0, 5.0]
+    assert trigger._CombiningValueStateTag.without_extraction is original
+    assert tag.without_extraction() is not tag.without_extraction()
+
+
 def test_a_worker_process_gets_the_launchers_collector_settings_once(monkeypatch):
     import gc
 

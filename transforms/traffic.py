@@ -118,6 +118,14 @@ class ParseAccessLineFn(beam.DoFn):
         ``LineList`` element (the live stream's chunks) is parsed whole into one
         ``RecordList`` element, which the aggregating consumers take as they take a batch."""
         chunk = isinstance(line, list)
+        parsed = self._parse_chunk(line) if chunk else None
+        if parsed is not None:
+            table, dead_letters = parsed
+            for dead in dead_letters:
+                yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
+            if len(table):
+                yield table
+            return
         records, dead_letters = self._parse(line if chunk else [line])
         for dead in dead_letters:
             yield pvalue.TaggedOutput(DEAD_LETTERS, dead)
@@ -125,6 +133,42 @@ class ParseAccessLineFn(beam.DoFn):
             yield from records
         elif records:
             yield RecordList(records)
+
+    def _parse_chunk(self, lines: list[AccessLine]) -> tuple[RecordTable, list] | None:
+        """``_parse`` of a live chunk (``LineList``) by ``access_arrow``, as ``_parse_block``
+        parses a file's block: the chunk's texts joined into one block, its records one
+        ``RecordTable`` with each line's own number. None (parse it line by line) unless every
+        line is of one file and one format with an Arrow path, and the block reads back as
+        exactly those lines (no LF or CR inside or at the end of a text; valid Unicode)."""
+        first = lines[0] if lines else None
+        if first is None or any(line[0] != first[0] or line[3] != first[3] for line in lines):
+            return None
+        source, fmt = first[0], first[3] if self.fmt == "auto" else self.fmt
+        if fmt not in access_arrow.FORMATS:
+            return None
+        texts = [line[2] for line in lines]
+        try:
+            block = ("\n".join(texts) + "\n").encode("utf-8")
+            numbers = np.array([line[1] for line in lines], np.int64)
+        except (UnicodeEncodeError, TypeError, ValueError):
+            return None
+        if block.count(b"\n") != len(texts) or b"\r" in block:
+            return None
+        try:
+            table, others = access_arrow.parse_block(block, fmt)
+        except pa.ArrowException:  # pragma: no cover - a line of the usual shape is a CSV row
+            return None
+        column = access_arrow.COLUMNS.index("line")
+        table = table.set_column(column, "line", pa.array(numbers[table["line"].to_numpy()]))
+        self.records.inc(table.num_rows)
+        dead_letters: list[DeadLetter] = []
+        if others:  # header, blank, bad or unusual lines: one by one
+            records, dead_letters = self._parse(
+                [AccessLine(source, int(numbers[index]), text, fmt) for index, text in others]
+            )
+            if records:
+                table = pa.concat_tables([table, access_arrow.records_table(records)])
+        return RecordTable(table, source), dead_letters
 
     def _parse_columns(self, lines: LineColumns) -> tuple[RecordColumns, list[DeadLetter]]:
         """``_parse`` of a batch, into columns: the lines of the usual shape at once
@@ -312,7 +356,10 @@ class _BundleAggregateFn(beam.DoFn):
 
     def process(self, record: AccessRecord):
         """Element-wise, for runners without Batched DoFns (the streaming DirectRunner); a
-        ``RecordList`` element (from the live stream's chunks) is added whole."""
+        ``RecordTable`` or ``RecordList`` element (from the live stream's chunks) is added
+        whole."""
+        if isinstance(record, RecordColumns):
+            return self._add(record)
         return self._add(RecordColumns.of(record if isinstance(record, list) else (record,)))
 
     @beam.DoFn.yields_elements
