@@ -135,6 +135,15 @@ def test_a_live_chunk_parses_as_its_lines_do_one_by_one(texts, numbers, oddity):
     )
 
 
+def test_a_live_chunk_of_stream_errors_stays_dead_letters_with_their_reasons():
+    from transforms.records import STREAM_ERROR, DeadLetter
+
+    chunk = LineList([AccessLine("a.log", 7, "line too long to stream", STREAM_ERROR)])
+    for fmt in ("auto", "csv"):
+        (out,) = ParseAccessLineFn(fmt).process(chunk)
+        assert out.value == DeadLetter("a.log", 7, "line too long to stream", "")
+
+
 def test_a_live_chunk_of_usual_lines_leaves_as_one_record_table():
     texts = [csv_line("h", "-", "-", 1549573860 + i, "GET /a HTTP/1.1", 200, i) for i in range(5)]
     chunk = LineList(AccessLine("f.log", 9 - i, text, "csv") for i, text in enumerate(texts))

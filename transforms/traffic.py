@@ -116,7 +116,8 @@ class ParseAccessLineFn(beam.DoFn):
     def process(self, line: AccessLine) -> Iterator[AccessRecord]:
         """Element-wise, for runners without Batched DoFns (the streaming DirectRunner). A
         ``LineList`` element (the live stream's chunks) is parsed whole into one
-        ``RecordList`` element, which the aggregating consumers take as they take a batch."""
+        ``RecordTable`` (``_parse_chunk``) or ``RecordList`` element, which the aggregating
+        consumers take as they take a batch."""
         chunk = isinstance(line, list)
         parsed = self._parse_chunk(line) if chunk else None
         if parsed is not None:
@@ -141,7 +142,11 @@ class ParseAccessLineFn(beam.DoFn):
         line is of one file and one format with an Arrow path, and the block reads back as
         exactly those lines (no LF or CR inside or at the end of a text; valid Unicode)."""
         first = lines[0] if lines else None
-        if first is None or any(line[0] != first[0] or line[3] != first[3] for line in lines):
+        if (
+            first is None
+            or first[3] == STREAM_ERROR
+            or any(line[0] != first[0] or line[3] != first[3] for line in lines)
+        ):
             return None
         source, fmt = first[0], first[3] if self.fmt == "auto" else self.fmt
         if fmt not in access_arrow.FORMATS:
