@@ -289,6 +289,8 @@ def test_counts_per_second_of_tables_and_lists_alike_streaming_with_origins_batc
     assert key == "all" and len(batch.parts) == 0
     assert dict(zip(seconds.tolist(), counts.tolist(), strict=True)) == expected
     assert seconds.tolist() == sorted(expected)
+    empty = np.array([], np.int64)
+    assert [a.tolist() for a in traffic.sum_per_second([(empty, empty)])] == [[], []]
 
 
 def test_batch_detector_over_every_bundles_counts_gives_the_rules_changes():

@@ -96,13 +96,10 @@ def changes_of_counts(seconds, counts, threshold: float, window: int) -> list[Al
     last = seconds[-1]
     leaving = seconds + window
     kept = leaving <= last  # evaluation ends at the last second with traffic
-    points = np.concatenate((seconds, leaving[kept]))
-    deltas = np.concatenate((counts, -counts[kept]))
-    order = np.argsort(points, kind="stable")
-    points, deltas = points[order], deltas[order]
-    starts = np.flatnonzero(np.concatenate(([True], points[1:] != points[:-1])))
-    points = points[starts]
-    hits = np.cumsum(np.add.reduceat(deltas, starts))
+    points, deltas = sum_by_key(
+        np.concatenate((seconds, leaving[kept])), np.concatenate((counts, -counts[kept]))
+    )
+    hits = np.cumsum(deltas)
     high = hits / window > threshold  # float64 division, as Python's int / int below 2**53
     changed = np.flatnonzero(high != np.concatenate(([False], high[:-1])))
     return [
@@ -111,3 +108,14 @@ def changes_of_counts(seconds, counts, threshold: float, window: int) -> list[Al
             points[changed].tolist(), hits[changed].tolist(), high[changed].tolist(), strict=True
         )
     ]
+
+
+def sum_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``keys`` sorted and made distinct, each with the sum of its ``values`` (NumPy arrays of
+    one length)."""
+    if not len(keys):
+        return keys, values
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return keys[starts], np.add.reduceat(values, starts)

@@ -38,7 +38,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import access_arrow, access_log
-from transforms.alert_rule import ALERT, TrafficAlertRule, changes_of_counts
+from transforms.alert_rule import ALERT, TrafficAlertRule, changes_of_counts, sum_by_key
 from transforms.list_batches import LineBlock, LineColumns, RecordColumns, RecordList, RecordTable
 from transforms.records import (
     STREAM_ERROR,
@@ -165,15 +165,7 @@ class ParseAccessLineFn(beam.DoFn):
             return None
         column = access_arrow.COLUMNS.index("line")
         table = table.set_column(column, "line", pa.array(numbers[table["line"].to_numpy()]))
-        self.records.inc(table.num_rows)
-        dead_letters: list[DeadLetter] = []
-        if others:  # header, blank, bad or unusual lines: one by one
-            records, dead_letters = self._parse(
-                [AccessLine(source, int(numbers[index]), text, fmt) for index, text in others]
-            )
-            if records:
-                table = pa.concat_tables([table, access_arrow.records_table(records)])
-        return RecordTable(table, source), dead_letters
+        return self._with_others(table, others, source, fmt, lambda index: int(numbers[index]))
 
     def _parse_columns(self, lines: LineColumns) -> tuple[RecordColumns, list[DeadLetter]]:
         """``_parse`` of a batch, into columns: the lines of the usual shape at once
@@ -220,15 +212,23 @@ class ParseAccessLineFn(beam.DoFn):
         table = table.set_column(
             access_arrow.COLUMNS.index("line"), "line", pc.add(table["line"], first)
         )
+        return self._with_others(table, others, lines.path, fmt, lambda index: first + index)
+
+    def _with_others(
+        self, table, others, source: str, fmt: str, number
+    ) -> tuple[RecordTable, list[DeadLetter]]:
+        """The Arrow parse's records (``table``, its lines numbered) with those of its
+        ``others`` parsed one by one (``number(index)``: the line number of a block's line
+        ``index``), as one ``RecordTable``, and the others' dead letters."""
         self.records.inc(table.num_rows)
         dead_letters: list[DeadLetter] = []
         if others:  # header, blank, bad or unusual lines: one by one
             records, dead_letters = self._parse(
-                [AccessLine(lines.path, first + index, text, fmt) for index, text in others]
+                [AccessLine(source, number(index), text, fmt) for index, text in others]
             )
             if records:
                 table = pa.concat_tables([table, access_arrow.records_table(records)])
-        return RecordTable(table, lines.path), dead_letters
+        return RecordTable(table, source), dead_letters
 
     @beam.DoFn.yields_batches
     def process_batch(self, lines: LineColumns) -> Iterator[RecordColumns]:
@@ -883,12 +883,9 @@ class CountPerSecondFn(_BundleAggregateFn):
 def sum_per_second(parts) -> tuple[np.ndarray, np.ndarray]:
     """``(seconds, counts)`` pairs of int64 arrays -> one pair, the seconds sorted and
     distinct, each with the sum of its counts."""
-    seconds = np.concatenate([part[0] for part in parts])
-    counts = np.concatenate([part[1] for part in parts])
-    order = np.argsort(seconds, kind="stable")
-    seconds, counts = seconds[order], counts[order]
-    starts = np.flatnonzero(np.concatenate(([True], seconds[1:] != seconds[:-1])))
-    return seconds[starts], np.add.reduceat(counts, starts)
+    return sum_by_key(
+        np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts])
+    )
 
 
 class CountSecondsFn(_BundleAggregateFn):
